@@ -1,0 +1,38 @@
+"""Short training budgets for every plugin trainer and for the stock nnUNetTrainer.
+
+nnU-Net fixes the schedule inside the trainer class (its own `_5epochs` variants), and the stock CLI has
+no flag for it, so each budget is a class `<Trainer>_<budget>`. The head-to-head gives every method the
+same budget (same epochs x iterations) by appending the same suffix.
+The classes are generated here rather than written out 3 x 9 times; each one only sets the schedule.
+"""
+from typing import Dict, Type
+
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+
+# budget -> (epochs, training iterations per epoch, validation iterations per epoch)
+BUDGETS: Dict[str, tuple] = {
+    "ci": (1, 2, 1),          # tests: proves the plumbing, learns nothing
+    "demo": (3, 8, 2),        # README demo on a 2-core CPU
+    "short": (20, 50, 10),    # GPU smoke runs
+}
+
+
+def make_budget_variant(base: Type[nnUNetTrainer], budget: str, module_name: str = __name__) -> Type[nnUNetTrainer]:
+    epochs, iterations, val_iterations = BUDGETS[budget]
+
+    class _Budgeted(base):
+        def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                     device: torch.device = torch.device('cuda')):
+            super().__init__(plans, configuration, fold, dataset_json, device)
+            self.num_epochs = epochs
+            self.num_iterations_per_epoch = iterations
+            self.num_val_iterations_per_epoch = val_iterations
+            # checkpoint every epoch so an interrupted short run resumes with `--c`
+            self.save_every = 1
+
+    name = f"{base.__name__}_{budget}"
+    _Budgeted.__name__ = _Budgeted.__qualname__ = name
+    _Budgeted.__module__ = module_name
+    _Budgeted.__doc__ = f"{base.__name__} with budget '{budget}': {epochs} epochs x {iterations} iterations."
+    return _Budgeted
