@@ -1,0 +1,369 @@
+"""MfNS_De: dense nested attention U-Net with multi-scale deep supervision, driven by nnU-Net plans.
+
+Layout (DESIGN.md section 2). Nodes X(i, j) on a grid, i = resolution row (0 = the plan's first stage,
+full resolution for the usual stride [1, 1]), j = nesting column, i + j <= n_rows - 1:
+
+- X(i, 0) is encoder stage i, built by dynamic_network_architectures' ``PlainConvEncoder`` with the
+  plan's kernel sizes, strides and convs per stage (strided conv downsampling, exactly as nnU-Net).
+- X(i, j), j >= 1: ``Node_i(cat[X(i, 0..j-1), Up(X(i+1, j-1)), Down(X(i-1, j))])``, the last term
+  only for i >= 1. Up = bilinear/trilinear interpolation to the exact row-i shape, Down = adaptive max
+  pooling to the exact row-i shape; both hit the target size for any patch size, also one that is not
+  divisible by the total stride. Nodes are evaluated diagonal by diagonal (i + j increasing), deepest
+  first within a diagonal, which satisfies both dependencies.
+- Node_i = nnU-Net ``StackedConvBlocks`` (plan's kernel size of stage i, convs per node from
+  ``n_conv_per_stage_decoder`` for that level) followed by CBAM attention (``attention.CBAM``) when
+  ``use_attention``; with attention off the network holds no attention parameters at all.
+- Top (feature-pyramid fusion, as DNANet): X(0, L-1) concatenated with ``Up(conv1x1(X(i, L-1-i)))`` for
+  every row i >= 1 (1x1 conv to the row-0 width), then one node (conv block + attention) and a 1x1
+  segmentation head -> output 0.
+- Deep supervision: a 1x1 head on the last node of every row i >= 1, X(i, L-1-i) -> output i, at scale
+  ``1 / prod(strides[:i+1])``. With deep supervision on, forward returns ``n_rows`` tensors, full
+  resolution first; off, only output 0. Every head exists in both modes, so weights trained with deep
+  supervision load strictly into the inference network.
+
+Cap and what happens to the deeper plan stages. The node count grows quadratically with depth and the
+nested nodes run at every resolution, so the cost explodes with the plan's 7 stages and 512 features:
+the prototype measurements in DESIGN.md (256x256, batch 1, fp32) are 61.6 M parameters, 90 GMACs and
+1235 MiB of saved activations for 7 nested rows up to 512 features, against 33.5 M / 14.8 GMACs / 157 MiB
+for nnU-Net's plain 7-stage 2d U-Net; 5 rows up to 512 features still cost 43 GMACs, 5 rows up to 256
+features (DNANet's widths) 10.9 GMACs. Therefore only the first ``min(n_stages, max_nested_stages)``
+plan stages are built (default 5, DNANet's and the paper's depth) and widths are capped at
+``max_features`` (default 256, DNANet's widest). The deeper plan stages are dropped, i.e. the encoder
+stops at the cap: they only add 16x16 and smaller maps at the plan's 384x320-like patch sizes, whose
+receptive field is far beyond what a 1-3 mm perivascular space needs, and keeping them as a plain U-Net
+tail would reintroduce the 512-wide bottleneck weights. ``n_rows`` and ``ds_strides`` expose what was
+built; ``get_deep_supervision_scales()`` gives the matching nnU-Net deep-supervision scales, which the
+trainer must use instead of nnU-Net's default (that one assumes ``n_stages - 1`` outputs).
+
+Output sizes. Row shapes follow the strided convs (ceil division). nnU-Net makes the deep-supervision
+targets with ``round(size * scale)`` (``DownsampleSegForDSTransform``); where the two differ (only for
+patch sizes not divisible by the total stride) a head's logits are resized (bilinear/trilinear) to the
+target size so that the loss pairs tensors of equal shape. For plan patch sizes nothing is resized.
+"""
+import pydoc
+from typing import List, Optional, Sequence, Tuple, Type, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.modules.conv import _ConvNd
+from torch.nn.modules.dropout import _DropoutNd
+
+from dynamic_network_architectures.architectures.abstract_arch import AbstractDynamicNetworkArchitectures
+from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
+from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
+from dynamic_network_architectures.initialization.weight_init import InitWeights_He
+
+from nnunetv2_mfns.architectures.attention import CBAM
+
+IntOrSeq = Union[int, List[int], Tuple[int, ...]]
+
+_SUPPORTED_DIMS = {nn.Conv2d: 2, nn.Conv3d: 3}
+_INTERP_MODE = {2: "bilinear", 3: "trilinear"}
+
+
+def _resolve_class(value, name: str, allow_none: bool):
+    """Accept a class or a dotted string (as in nnU-Net plans); get_network_from_plans resolves strings
+    itself, direct callers may pass them too."""
+    if value is None:
+        if allow_none:
+            return None
+        raise ValueError(f"MfNSDe: {name} must be given (a class or a dotted class name), got None")
+    if isinstance(value, str):
+        located = pydoc.locate(value)
+        if located is None:
+            raise ValueError(f"MfNSDe: {name}={value!r} cannot be imported")
+        value = located
+    if not isinstance(value, type):
+        raise ValueError(f"MfNSDe: {name} must be a class or a dotted class name, got {value!r}")
+    return value
+
+
+def _per_stage(value, n: int, name: str) -> list:
+    """int -> [int] * n; sequence -> list, length checked."""
+    if isinstance(value, (int, np.integer)):
+        return [int(value)] * n
+    if not isinstance(value, (list, tuple, np.ndarray)):
+        raise ValueError(f"MfNSDe: {name} must be an int or a list of {n} entries, got {value!r}")
+    value = list(value)
+    if len(value) != n:
+        raise ValueError(f"MfNSDe: {name} has {len(value)} entries but {n} are required")
+    return value
+
+
+def _per_stage_vectors(value, n: int, dim: int, name: str) -> List[List[int]]:
+    """Per-stage kernel sizes / strides: each entry an int or a list of ``dim`` ints, all >= 1."""
+    if isinstance(value, (int, np.integer)):
+        value = [int(value)] * n
+    value = _per_stage(value, n, name)
+    out = []
+    for s, v in enumerate(value):
+        v = [int(v)] * dim if isinstance(v, (int, np.integer)) else [int(i) for i in v]
+        if len(v) != dim:
+            raise ValueError(f"MfNSDe: {name}[{s}]={v} has {len(v)} entries, the {dim}d conv_op needs {dim}")
+        if any(i < 1 for i in v):
+            raise ValueError(f"MfNSDe: {name}[{s}]={v} must be >= 1 everywhere")
+        out.append(v)
+    return out
+
+
+def deep_supervision_scales(strides: Sequence, n_stages: Optional[int] = None,
+                            max_nested_stages: int = 5) -> List[List[float]]:
+    """nnU-Net-style deep-supervision scales of an MfNSDe built from these plan strides.
+
+    One scale per built row, full resolution first: ``1 / cumprod(strides)[:n_rows]`` with
+    ``n_rows = min(n_stages, max_nested_stages)``, the same arithmetic as nnU-Net's
+    ``_get_deep_supervision_scales`` (which instead drops only the last stage). Usable by a trainer
+    before the network exists, e.g. with ``configuration_manager.pool_op_kernel_sizes``.
+    """
+    n_stages = len(strides) if n_stages is None else n_stages
+    n_rows = min(n_stages, max_nested_stages)
+    scales = 1 / np.cumprod(np.vstack([np.atleast_1d(s) for s in strides[:n_rows]]), axis=0)
+    return [[float(v) for v in row] for row in scales]
+
+
+class MfNSDeDecoder(nn.Module):
+    """Nested nodes, fusion and heads. Named ``decoder`` in the network so that nnU-Net's stock
+    ``set_deep_supervision_enabled`` (which sets ``network.decoder.deep_supervision``) works."""
+
+    def __init__(self, encoder: PlainConvEncoder, num_classes: int, n_conv_per_row: List[int],
+                 deep_supervision: bool, use_attention: bool, nonlin_first: bool,
+                 attention_reduction: int, attention_min_hidden: int, attention_kernel_size: int) -> None:
+        super().__init__()
+        self.deep_supervision = deep_supervision
+        self.num_classes = num_classes
+        self.use_attention = use_attention
+        self.conv_op = encoder.conv_op
+        self.dim = _SUPPORTED_DIMS[encoder.conv_op]
+        self.widths = list(encoder.output_channels)
+        self.n_rows = len(self.widths)
+        self.strides = encoder.strides
+        self.n_conv_per_row = n_conv_per_row
+        L = self.n_rows
+        w = self.widths
+
+        block_kwargs = dict(conv_bias=encoder.conv_bias, norm_op=encoder.norm_op,
+                            norm_op_kwargs=encoder.norm_op_kwargs, dropout_op=encoder.dropout_op,
+                            dropout_op_kwargs=encoder.dropout_op_kwargs, nonlin=encoder.nonlin,
+                            nonlin_kwargs=encoder.nonlin_kwargs, nonlin_first=nonlin_first)
+        att_kwargs = dict(reduction=attention_reduction, min_hidden=attention_min_hidden,
+                          spatial_kernel_size=attention_kernel_size, nonlin=encoder.nonlin,
+                          nonlin_kwargs=encoder.nonlin_kwargs)
+
+        def make_node(in_ch: int, row: int) -> nn.Module:
+            conv = StackedConvBlocks(n_conv_per_row[row], self.conv_op, in_ch, w[row],
+                                     encoder.kernel_sizes[row], 1, **block_kwargs)
+            if not use_attention:
+                return nn.Sequential(conv)
+            return nn.Sequential(conv, CBAM(self.conv_op, w[row], **att_kwargs))
+
+        # nodes[i][j - 1] is X(i, j); row i has columns 1 .. L-1-i
+        nodes = []
+        for i in range(L - 1):
+            row_nodes = []
+            for j in range(1, L - i):
+                in_ch = j * w[i] + w[i + 1] + (w[i - 1] if i >= 1 else 0)
+                row_nodes.append(make_node(in_ch, i))
+            nodes.append(nn.ModuleList(row_nodes))
+        self.nodes = nn.ModuleList(nodes)
+
+        # fusion: 1x1 projection of the last node of rows 1..L-1 to the row-0 width
+        self.fusion_proj = nn.ModuleList(
+            [self.conv_op(w[i], w[0], 1, 1, 0, bias=encoder.conv_bias) for i in range(1, L)])
+        self.fusion = make_node(L * w[0], 0)
+
+        # seg_layers[0]: fused output; seg_layers[i]: head on X(i, L-1-i). All built in both modes.
+        self.seg_layers = nn.ModuleList(
+            [self.conv_op(w[0], num_classes, 1, 1, 0, bias=True)] +
+            [self.conv_op(w[i], num_classes, 1, 1, 0, bias=True) for i in range(1, L)])
+
+        # scales as nnU-Net computes them (float64), used for the exact DS target sizes
+        self.scales = deep_supervision_scales(self.strides, L, L)
+
+    def _up(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        if list(x.shape[2:]) == list(size):
+            return x
+        return F.interpolate(x, size=tuple(size), mode=_INTERP_MODE[self.dim], align_corners=False)
+
+    def _down(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        # adaptive pooling hits the exact row shape; for sizes that are multiples of the stride it is
+        # plain max pooling with kernel = stride (DNANet's downsampling)
+        pool = F.adaptive_max_pool2d if self.dim == 2 else F.adaptive_max_pool3d
+        return pool(x, tuple(size))
+
+    def target_shape(self, row: int, input_shape: Sequence[int]) -> List[int]:
+        """Spatial size of output ``row`` = nnU-Net's DS target size for an input of ``input_shape``."""
+        return [max(1, int(round(n * s))) for n, s in zip(input_shape, self.scales[row])]
+
+    def forward(self, skips: List[torch.Tensor], input_shape: Sequence[int]):
+        L = self.n_rows
+        X = {(i, 0): skips[i] for i in range(L)}
+        shapes = [list(s.shape[2:]) for s in skips]
+        for d in range(1, L):
+            for i in range(d - 1, -1, -1):  # deepest first within the diagonal
+                j = d - i
+                parts = [X[(i, k)] for k in range(j)]
+                parts.append(self._up(X[(i + 1, j - 1)], shapes[i]))
+                if i >= 1:
+                    parts.append(self._down(X[(i - 1, j)], shapes[i]))
+                X[(i, j)] = self.nodes[i][j - 1](torch.cat(parts, 1))
+
+        last = [X[(i, L - 1 - i)] for i in range(L)]
+        fused = [last[0]] + [self._up(self.fusion_proj[i - 1](last[i]), shapes[0]) for i in range(1, L)]
+        fused = self.fusion(torch.cat(fused, 1))
+        out0 = self._up(self.seg_layers[0](fused), self.target_shape(0, input_shape))
+        if not self.deep_supervision:
+            return out0
+        outs = [out0]
+        for i in range(1, L):
+            outs.append(self._up(self.seg_layers[i](last[i]), self.target_shape(i, input_shape)))
+        return outs
+
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
+        """Approximate voxel count of the decoder's feature maps (node inputs, conv outputs, attention,
+        fusion, heads), counted the way dynamic_network_architectures does (floor division sizes)."""
+        sizes = []
+        size = list(input_size)
+        for s in self.strides:
+            size = [a // b for a, b in zip(size, s)]
+            sizes.append(size)
+        L, w = self.n_rows, self.widths
+        vox = [int(np.prod(s, dtype=np.int64)) for s in sizes]
+        total = np.int64(0)
+        for i in range(L - 1):
+            for j in range(1, L - i):
+                node = self.nodes[i][j - 1]
+                in_ch = j * w[i] + w[i + 1] + (w[i - 1] if i >= 1 else 0)
+                total += (in_ch - j * w[i]) * vox[i]  # resampled inputs + the concatenation
+                total += node[0].compute_conv_feature_map_size(sizes[i])
+                if self.use_attention:
+                    total += 2 * w[i] * vox[i] + 3 * vox[i]  # two gated maps + spatial descriptor and gate
+        total += (L - 1) * w[0] * vox[0] + sum((w[0] * vox[i] for i in range(1, L)), 0)  # projections
+        total += L * w[0] * vox[0]  # concatenation
+        total += self.fusion[0].compute_conv_feature_map_size(sizes[0])
+        if self.use_attention:
+            total += 2 * w[0] * vox[0] + 3 * vox[0]
+        total += self.num_classes * vox[0]
+        if self.deep_supervision:
+            total += sum((self.num_classes * vox[i] for i in range(1, L)), 0)
+        return np.int64(total)
+
+
+class MfNSDe(AbstractDynamicNetworkArchitectures):
+    """MfNS_De (Cai et al. 2024) for nnU-Net; the constructor mirrors ``PlainConvUNet``.
+
+    Extra keyword switches:
+        use_attention: CBAM after every nested node and the fusion block (False: no attention params).
+        max_nested_stages: build only the first ``min(n_stages, max_nested_stages)`` plan stages (rows).
+        max_features: cap on every row's width (``min(features_per_stage[i], max_features)``).
+        attention_reduction / attention_min_hidden: channel-MLP hidden width
+            ``max(C // attention_reduction, attention_min_hidden)``.
+        attention_kernel_size: kernel of the spatial-attention conv (CBAM: 7).
+
+    See the module docstring for the layout, the cap and the output sizes.
+    """
+
+    def __init__(
+        self,
+        input_channels: int,
+        n_stages: int,
+        features_per_stage: IntOrSeq,
+        conv_op: Type[_ConvNd],
+        kernel_sizes: IntOrSeq,
+        strides: IntOrSeq,
+        n_conv_per_stage: IntOrSeq,
+        num_classes: int,
+        n_conv_per_stage_decoder: IntOrSeq,
+        conv_bias: bool = False,
+        norm_op: Union[None, Type[nn.Module]] = None,
+        norm_op_kwargs: Optional[dict] = None,
+        dropout_op: Union[None, Type[_DropoutNd]] = None,
+        dropout_op_kwargs: Optional[dict] = None,
+        nonlin: Union[None, Type[nn.Module]] = None,
+        nonlin_kwargs: Optional[dict] = None,
+        deep_supervision: bool = False,
+        nonlin_first: bool = False,
+        use_attention: bool = True,
+        max_nested_stages: int = 5,
+        max_features: int = 256,
+        attention_reduction: int = 16,
+        attention_min_hidden: int = 4,
+        attention_kernel_size: int = 7,
+    ) -> None:
+        super().__init__()
+        conv_op = _resolve_class(conv_op, "conv_op", allow_none=False)
+        if conv_op not in _SUPPORTED_DIMS:
+            raise ValueError(f"MfNSDe: conv_op must be torch.nn.Conv2d or torch.nn.Conv3d, got {conv_op!r} "
+                             "(the nested grid resamples with 2d/3d interpolation and pooling)")
+        norm_op = _resolve_class(norm_op, "norm_op", allow_none=True)
+        dropout_op = _resolve_class(dropout_op, "dropout_op", allow_none=True)
+        nonlin = _resolve_class(nonlin, "nonlin", allow_none=True)
+        dim = _SUPPORTED_DIMS[conv_op]
+
+        if not isinstance(n_stages, (int, np.integer)) or n_stages < 2:
+            raise ValueError(f"MfNSDe: n_stages must be an int >= 2 (a nested grid needs two rows), got {n_stages!r}")
+        if not isinstance(max_nested_stages, (int, np.integer)) or max_nested_stages < 2:
+            raise ValueError(f"MfNSDe: max_nested_stages must be an int >= 2, got {max_nested_stages!r}")
+        if not isinstance(max_features, (int, np.integer)) or max_features < 1:
+            raise ValueError(f"MfNSDe: max_features must be an int >= 1, got {max_features!r}")
+        if not isinstance(input_channels, (int, np.integer)) or input_channels < 1:
+            raise ValueError(f"MfNSDe: input_channels must be an int >= 1, got {input_channels!r}")
+        if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
+            raise ValueError(f"MfNSDe: num_classes must be an int >= 1, got {num_classes!r}")
+
+        features = _per_stage(features_per_stage, n_stages, "features_per_stage")
+        if any(int(f) < 1 for f in features):
+            raise ValueError(f"MfNSDe: features_per_stage must be >= 1 everywhere, got {features}")
+        kernel_sizes = _per_stage_vectors(kernel_sizes, n_stages, dim, "kernel_sizes")
+        if any(k % 2 == 0 for ks in kernel_sizes for k in ks):
+            raise ValueError(f"MfNSDe: kernel_sizes must be odd (same padding), got {kernel_sizes}")
+        strides = _per_stage_vectors(strides, n_stages, dim, "strides")
+        n_conv = [int(c) for c in _per_stage(n_conv_per_stage, n_stages, "n_conv_per_stage")]
+        n_conv_dec = [int(c) for c in _per_stage(n_conv_per_stage_decoder, n_stages - 1, "n_conv_per_stage_decoder")]
+        if any(c < 1 for c in n_conv + n_conv_dec):
+            raise ValueError("MfNSDe: n_conv_per_stage and n_conv_per_stage_decoder must be >= 1 everywhere")
+
+        self.n_stages_plan = int(n_stages)
+        self.n_rows = int(min(n_stages, max_nested_stages))
+        self.max_nested_stages = int(max_nested_stages)
+        self.max_features = int(max_features)
+        self.use_attention = bool(use_attention)
+        self.widths = [int(min(f, max_features)) for f in features[: self.n_rows]]
+        self.ds_strides = [list(s) for s in strides[: self.n_rows]]
+        self.num_classes = int(num_classes)
+
+        # same keys as PlainConvUNet so nnU-Net's pretrained-weight tooling finds encoder and stem
+        self.key_to_encoder = "encoder.stages"
+        self.key_to_stem = "encoder.stages.0"
+        self.keys_to_in_proj = ("encoder.stages.0.0.convs.0.all_modules.0", "encoder.stages.0.0.convs.0.conv")
+
+        self.encoder = PlainConvEncoder(
+            input_channels, self.n_rows, self.widths, conv_op, kernel_sizes[: self.n_rows], self.ds_strides,
+            n_conv[: self.n_rows], conv_bias, norm_op, norm_op_kwargs, dropout_op, dropout_op_kwargs, nonlin,
+            nonlin_kwargs, return_skips=True, nonlin_first=nonlin_first)
+        # nnU-Net orders n_conv_per_stage_decoder from the deepest decoder level up: entry k belongs to
+        # resolution level n_stages - 2 - k. Row i of the grid is level i.
+        n_conv_per_row = [n_conv_dec[n_stages - 2 - i] for i in range(self.n_rows - 1)]
+        self.decoder = MfNSDeDecoder(self.encoder, self.num_classes, n_conv_per_row, bool(deep_supervision),
+                                     self.use_attention, nonlin_first, attention_reduction,
+                                     attention_min_hidden, attention_kernel_size)
+
+    def forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
+        return self.decoder(self.encoder(x), x.shape[2:])
+
+    def get_deep_supervision_scales(self) -> List[List[float]]:
+        """Scales of the outputs returned with deep supervision on (full resolution first, one per row);
+        pass them to nnU-Net (``_get_deep_supervision_scales``) so targets and outputs pair up."""
+        return deep_supervision_scales(self.ds_strides, self.n_rows, self.n_rows)
+
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
+        if len(input_size) != _SUPPORTED_DIMS[self.encoder.conv_op]:
+            raise ValueError("MfNSDe.compute_conv_feature_map_size: give the spatial size only, "
+                             f"e.g. (x, y) for 2d, got {tuple(input_size)}")
+        return self.encoder.compute_conv_feature_map_size(input_size) + \
+            self.decoder.compute_conv_feature_map_size(input_size)
+
+    @staticmethod
+    def initialize(module: nn.Module) -> None:
+        InitWeights_He(1e-2)(module)

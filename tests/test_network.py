@@ -1,0 +1,254 @@
+"""Tests of the MfNS_De network (nnunetv2_mfns.architectures). CPU only, tiny plans, < 90 s in total."""
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from batchgeneratorsv2.transforms.utils.deep_supervision_downsampling import DownsampleSegForDSTransform
+from dynamic_network_architectures.architectures.unet import PlainConvUNet
+from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
+from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
+
+from nnunetv2_mfns.architectures import CBAM, MfNSDe, deep_supervision_scales
+
+torch.set_num_threads(1)
+
+CLASS_PATH = "nnunetv2_mfns.architectures.mfns_de.MfNSDe"
+REQ_IMPORT = ["conv_op", "norm_op", "dropout_op", "nonlin"]
+
+
+def plan_kwargs(dim: int, strides, features, **overrides) -> dict:
+    """nnU-Net-style arch_kwargs (dotted strings, as in nnUNetPlans.json)."""
+    n = len(strides)
+    kw = {
+        "n_stages": n,
+        "features_per_stage": list(features),
+        "conv_op": f"torch.nn.modules.conv.Conv{dim}d",
+        "kernel_sizes": [[3] * dim] * n,
+        "strides": [list(s) for s in strides],
+        "n_conv_per_stage": [2] * n,
+        "n_conv_per_stage_decoder": [2] * (n - 1),
+        "conv_bias": True,
+        "norm_op": f"torch.nn.modules.instancenorm.InstanceNorm{dim}d",
+        "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+        "dropout_op": None,
+        "dropout_op_kwargs": None,
+        "nonlin": "torch.nn.LeakyReLU",
+        "nonlin_kwargs": {"inplace": True},
+    }
+    kw.update(overrides)
+    return kw
+
+
+def build(kw: dict, in_ch: int, n_cls: int, ds: bool = True, seed: int = 0) -> MfNSDe:
+    torch.manual_seed(seed)
+    return get_network_from_plans(CLASS_PATH, kw, REQ_IMPORT, in_ch, n_cls, allow_init=True, deep_supervision=ds)
+
+
+ANISO_7 = [[1, 1], [2, 2], [2, 2], [2, 2], [2, 2], [2, 1], [1, 2]]
+
+# (name, dim, strides, features, patch, input channels, classes, extra kwargs)
+CASES = [
+    ("aniso7_nondivisible", 2, ANISO_7, [4, 6, 8, 8, 8, 8, 8], (37, 50), 1, 2, {}),
+    ("aniso_rows_divisible", 2, [[1, 1], [2, 1], [2, 2], [1, 2], [2, 2], [2, 2]], [4, 8, 8, 8, 8, 8],
+     (64, 48), 3, 3, {"max_nested_stages": 4}),
+    ("4stage_no_cap", 2, [[1, 1], [2, 2], [2, 2], [2, 2]], [4, 8, 8, 8], (30, 27), 1, 3, {}),
+    ("3d", 3, [[1, 1, 1], [1, 2, 2], [2, 2, 2], [2, 2, 2]], [4, 6, 8, 8], (9, 20, 17), 1, 2, {"max_nested_stages": 3}),
+]
+
+
+def nnunet_stock_scales(strides) -> list:
+    """Verbatim nnUNetTrainer._get_deep_supervision_scales arithmetic."""
+    return list(list(i) for i in 1 / np.cumprod(np.vstack(strides), axis=0))[:-1]
+
+
+@pytest.mark.parametrize("name,dim,strides,features,patch,in_ch,n_cls,extra", CASES, ids=[c[0] for c in CASES])
+def test_output_shapes_match_nnunet_ds_targets(name, dim, strides, features, patch, in_ch, n_cls, extra):
+    kw = plan_kwargs(dim, strides, features, **extra)
+    net = build(kw, in_ch, n_cls, ds=True)
+    n_rows = min(len(strides), extra.get("max_nested_stages", 5))
+    assert net.n_rows == n_rows
+    assert net.ds_strides == [list(s) for s in strides[:n_rows]]
+
+    # nnU-Net's scales are 1/cumprod(strides) without the last stage; the network builds n_rows stages and
+    # has one output per row, so the scales it needs are 1/cumprod(strides) truncated to n_rows
+    full = list(list(i) for i in 1 / np.cumprod(np.vstack(strides), axis=0))
+    expected_scales = full[:n_rows]
+    if len(strides) > n_rows:  # capped plans: identical to nnU-Net's own list, truncated
+        assert expected_scales == nnunet_stock_scales(strides)[:n_rows]
+    assert net.get_deep_supervision_scales() == expected_scales
+    assert deep_supervision_scales(kw["strides"], max_nested_stages=n_rows) == expected_scales
+
+    # the DS targets exactly as nnU-Net's data pipeline produces them
+    seg = torch.zeros((1, *patch), dtype=torch.int16)
+    targets = DownsampleSegForDSTransform(expected_scales)(segmentation=seg)["segmentation"]
+
+    x = torch.randn(2, in_ch, *patch)
+    with torch.no_grad():
+        outs = net(x)
+    assert isinstance(outs, list) and len(outs) == n_rows == len(targets)
+    for o, t in zip(outs, targets):
+        assert tuple(o.shape) == (2, n_cls, *t.shape[1:])
+    assert tuple(outs[0].shape[2:]) == patch
+
+    # outputs and targets go through nnU-Net's own deep-supervision loss
+    loss = DeepSupervisionWrapper(
+        DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": False}, {}, weight_ce=1, weight_dice=1,
+                       dice_class=MemoryEfficientSoftDiceLoss),
+        [1 / 2 ** i for i in range(n_rows)])
+    batch_targets = [torch.stack([t, t]).long() for t in targets]
+    val = loss(outs, batch_targets)
+    assert torch.isfinite(val)
+
+    # compute_conv_feature_map_size: positive and growing with the input
+    small = net.compute_conv_feature_map_size(patch)
+    big = net.compute_conv_feature_map_size(tuple(2 * p for p in patch))
+    assert 0 < small < big
+
+
+def test_cap_widths_and_node_wiring():
+    kw = plan_kwargs(2, ANISO_7, [4, 8, 16, 32, 64, 64, 64], max_features=16)
+    net = build(kw, 1, 2)
+    L = net.n_rows
+    assert L == 5 and net.widths == [4, 8, 16, 16, 16]
+    assert len(net.encoder.stages) == L  # deeper plan stages dropped
+    assert sum(len(r) for r in net.decoder.nodes) == L * (L - 1) // 2
+    w = net.widths
+    for i in range(L - 1):
+        assert len(net.decoder.nodes[i]) == L - 1 - i
+        for j in range(1, L - i):
+            first_conv = net.decoder.nodes[i][j - 1][0].convs[0].conv
+            expected_in = j * w[i] + w[i + 1] + (w[i - 1] if i >= 1 else 0)
+            assert first_conv.in_channels == expected_in, (i, j)
+            assert first_conv.out_channels == w[i]
+    assert net.decoder.fusion[0].convs[0].conv.in_channels == L * w[0]
+    assert [h.in_channels for h in net.decoder.seg_layers] == w
+    # encoder strides are the plan's
+    assert [list(s) for s in net.encoder.strides] == ANISO_7[:L]
+
+
+def test_all_parameters_receive_gradient():
+    # conv_bias False: a conv bias directly followed by instance norm has an (analytically) zero gradient
+    kw = plan_kwargs(2, ANISO_7[:6], [4, 6, 8, 8, 8, 8], conv_bias=False)
+    net = build(kw, 1, 2)
+    net.train()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 1, 35, 33, generator=g)
+    outs = net(x)
+    loss = sum(nn.functional.cross_entropy(o, torch.randint(0, 2, (o.shape[0], *o.shape[2:]), generator=g))
+               for o in outs)
+    loss.backward()
+    names = [n for n, _ in net.named_parameters()]
+    for key in ("decoder.nodes.", "decoder.fusion.", "decoder.fusion_proj.", "decoder.seg_layers.",
+                ".channel.mlp.", ".spatial.conv."):
+        assert any(key in n for n in names), key
+    zero = [n for n, p in net.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert zero == []
+
+
+def test_attention_off_removes_attention_parameters():
+    kw = plan_kwargs(2, ANISO_7, [4, 6, 8, 8, 8, 8, 8])
+    on = build(kw, 1, 2)
+    off = build(dict(kw, use_attention=False), 1, 2)
+    cbams = [m for m in on.modules() if isinstance(m, CBAM)]
+    # one per nested node plus the fusion block
+    assert len(cbams) == on.n_rows * (on.n_rows - 1) // 2 + 1
+    att_params = sum(p.numel() for m in cbams for p in m.parameters())
+    assert att_params > 0
+    n_on = sum(p.numel() for p in on.parameters())
+    n_off = sum(p.numel() for p in off.parameters())
+    assert n_on - n_off == att_params
+    assert not any(isinstance(m, CBAM) for m in off.modules())
+    assert not any(".channel." in n or ".spatial." in n for n, _ in off.named_parameters())
+    with torch.no_grad():
+        outs = off(torch.randn(1, 1, 32, 32))
+    assert len(outs) == off.n_rows
+
+
+def test_small_channel_attention_hidden_width_is_guarded():
+    # DNANet's C // 16 would be 0 for 4 channels
+    kw = plan_kwargs(2, [[1, 1], [2, 2], [2, 2]], [4, 8, 16])
+    net = build(kw, 1, 2)
+    hidden = {m.channel.hidden for m in net.modules() if isinstance(m, CBAM)}
+    assert hidden == {4}
+
+
+def test_get_network_from_plans_resolves_strings_and_initialises():
+    kw = plan_kwargs(2, ANISO_7, [8, 16, 32, 64, 64, 64, 64])
+    net = build(kw, 3, 2, ds=False, seed=0)
+    assert type(net) is MfNSDe
+    first = net.encoder.stages[0][0].convs[0]
+    assert isinstance(first.conv, nn.Conv2d) and first.conv.in_channels == 3
+    assert isinstance(first.norm, nn.InstanceNorm2d)
+    assert isinstance(first.nonlin, nn.LeakyReLU)
+    # He init (InitWeights_He(1e-2)): std = sqrt(2 / (1 + a^2) / fan_in); the default torch init is ~1/3 of it
+    conv = net.decoder.nodes[0][2][0].convs[0].conv
+    fan_in = conv.weight[0].numel()
+    expected_std = np.sqrt(2 / (1 + 1e-4) / fan_in)
+    assert abs(conv.weight.std().item() / expected_std - 1) < 0.1
+    assert torch.all(conv.bias == 0)
+    # deterministic for a given seed
+    again = build(kw, 3, 2, ds=False, seed=0)
+    for (n1, p1), (n2, p2) in zip(net.state_dict().items(), again.state_dict().items()):
+        assert n1 == n2 and torch.equal(p1, p2)
+
+
+def test_decoder_toggle_and_strict_loading_from_ds_weights():
+    kw = plan_kwargs(2, ANISO_7, [4, 6, 8, 8, 8, 8, 8])
+    ds_net = build(kw, 1, 2, ds=True, seed=3).eval()
+    x = torch.randn(1, 1, 40, 36)
+    with torch.no_grad():
+        outs = ds_net(x)
+        ds_net.decoder.deep_supervision = False  # what nnUNetTrainer.set_deep_supervision_enabled does
+        single = ds_net(x)
+    assert isinstance(outs, list) and torch.is_tensor(single)
+    assert torch.equal(single, outs[0])
+
+    inf_net = build(kw, 1, 2, ds=False, seed=4).eval()
+    result = inf_net.load_state_dict(ds_net.state_dict(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    with torch.no_grad():
+        assert torch.equal(inf_net(x), single)
+        inf_net.decoder.deep_supervision = True
+        assert len(inf_net(x)) == inf_net.n_rows
+
+
+def test_parameter_count_below_plain_unet_for_typical_plan():
+    # the cap exists to keep the nested grid affordable (DESIGN.md section 2): with nnU-Net's 7-stage,
+    # 32..512 plan, MfNSDe (5 rows, widths <= 256) must stay well below the plain U-Net's 33.5 M
+    features = [32, 64, 128, 256, 512, 512, 512]
+    kw = plan_kwargs(2, [[1, 1]] + [[2, 2]] * 6, features)
+    mfns = get_network_from_plans(CLASS_PATH, kw, REQ_IMPORT, 1, 2, allow_init=False, deep_supervision=True)
+    plain = get_network_from_plans("dynamic_network_architectures.architectures.unet.PlainConvUNet", kw,
+                                   REQ_IMPORT, 1, 2, allow_init=False, deep_supervision=True)
+    assert isinstance(plain, PlainConvUNet)
+    n_m = sum(p.numel() for p in mfns.parameters())
+    n_p = sum(p.numel() for p in plain.parameters())
+    assert 30e6 < n_p < 36e6
+    assert n_m < 0.5 * n_p
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"n_stages": 1, "features_per_stage": [4], "kernel_sizes": [[3, 3]], "strides": [[1, 1]],
+      "n_conv_per_stage": [2], "n_conv_per_stage_decoder": []}, "n_stages"),
+    ({"features_per_stage": [4, 8]}, "features_per_stage"),
+    ({"strides": [[1, 1], [2, 2]]}, "strides"),
+    ({"strides": [[1, 1], [2, 2, 2], [2, 2]]}, r"strides\[1\]"),
+    ({"kernel_sizes": [[3, 3], [4, 4], [3, 3]]}, "kernel_sizes"),
+    ({"n_conv_per_stage_decoder": [2, 2, 2]}, "n_conv_per_stage_decoder"),
+    ({"conv_op": "torch.nn.modules.conv.Conv1d"}, "conv_op"),
+    ({"conv_op": "torch.nn.NoSuchConv"}, "conv_op"),
+    ({"max_nested_stages": 1}, "max_nested_stages"),
+    ({"max_features": 0}, "max_features"),
+])
+def test_bad_requests_raise_value_error(change, match):
+    kw = plan_kwargs(2, [[1, 1], [2, 2], [2, 2]], [4, 8, 8])
+    kw.update(change)
+    with pytest.raises(ValueError, match=match):
+        get_network_from_plans(CLASS_PATH, kw, ["norm_op", "dropout_op", "nonlin"], 1, 2, deep_supervision=True)
