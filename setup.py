@@ -64,8 +64,6 @@ setup(
     python_requires=">=3.10",
     packages=_packages(),
     package_dir=_package_dir(),
-    include_package_data=True,
-    package_data={"nnunetv2_mfns": ["*.pth"]},
     cmdclass={"build_py": BuildPyWithPth},
     install_requires=[
         "nnunetv2>=2.8,<2.9",
