@@ -1,0 +1,283 @@
+"""The evaluation report: metrics, tables, statistics, counts, figures and `report.md` in one folder.
+
+`build_report` is what `mfns-report` runs; `write_metric_tables` and `write_count_tables` are the parts
+that `mfns-evaluate` and `mfns-counts` run on their own. Files written into out_dir:
+    metrics.csv (tidy: case, method, fold, metric, value), summary.csv / summary.md (mean +/- SD per
+    method), stats.csv (Wilcoxon + bootstrap CI vs the reference), counts.csv (rating-slice counts, tidy),
+    correlations.csv (Spearman, Bland-Altman), fig3_metrics_boxplot.png, fig4_overlays.png,
+    fig5_burden_mip.png, fig6_counts_scatter.png, fig_bland_altman.png, report.md.
+Case choices for the pictures (documented in report.md too): Fig. 4 shows the case with the median DSC of
+the reference method (first method if the reference is absent) on its BG and CSO rating slices (the slice
+with most truth voxels when no rating slice is known); Fig. 5 shows the subjects with the highest, median
+and lowest truth PVS volume.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from nnunetv2_mfns.errors import MfnsInputError
+
+from . import figures
+from .counts import count_correlations, count_folders, COUNT_COLUMNS
+from .io import (FILE_ENDING, case_to_fold_from_splits, load_splits_file, load_subjects, prepare_out_dir,
+                 read_binary_mask, read_image)
+from .metrics import evaluate_folders
+from .stats import (METRIC_LABELS, method_order, paired_tests, stats_markdown, summary_markdown, summary_table)
+
+logger = logging.getLogger(__name__)
+
+METRIC_FILES = ["metrics.csv", "summary.csv", "summary.md", "stats.csv"]
+COUNT_FILES = ["counts.csv", "correlations.csv"]
+FIGURE_FILES = ["fig3_metrics_boxplot.png", "fig4_overlays.png", "fig5_burden_mip.png", "fig6_counts_scatter.png",
+                "fig_bland_altman.png"]
+REPORT_FILES = METRIC_FILES + COUNT_FILES + FIGURE_FILES + ["report.md"]
+
+
+def write_metric_tables(out_dir: Path, metrics: pd.DataFrame, reference: str = "MfNS_De", n_boot: int = 10000,
+                        seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Writes metrics.csv, summary.csv, summary.md and stats.csv; returns (summary, tests)."""
+    out_dir = Path(out_dir)
+    metrics.to_csv(out_dir / "metrics.csv", index=False, float_format="%.6g")
+    summary = summary_table(metrics, reference)
+    summary.to_csv(out_dir / "summary.csv", index=False, float_format="%.6g")
+    tests = paired_tests(metrics, reference, n_boot=n_boot, seed=seed)
+    tests.to_csv(out_dir / "stats.csv", index=False, float_format="%.6g")
+    n_cases = metrics["case"].nunique()
+    (out_dir / "summary.md").write_text(
+        f"# Segmentation metrics (mean ± SD over cases)\n\n{summary_markdown(summary)}\n\n"
+        f"n = {n_cases} cases with at least one prediction; undefined ratios (empty truth or prediction) are skipped, "
+        f"see `n` in summary.csv per metric.\n\n"
+        f"# Paired comparison with {reference} (Wilcoxon signed-rank, paired bootstrap 95% CI, "
+        f"{n_boot} resamples, seed {seed})\n\n{stats_markdown(tests)}\n")
+    return summary, tests
+
+
+def write_count_tables(out_dir: Path, counts: pd.DataFrame) -> pd.DataFrame:
+    """Writes counts.csv and correlations.csv; returns the correlations."""
+    corr = count_correlations(counts)
+    counts.to_csv(Path(out_dir) / "counts.csv", index=False, float_format="%.6g")
+    corr.to_csv(Path(out_dir) / "correlations.csv", index=False, float_format="%.6g")
+    return corr
+
+
+def _image_path(dataset_dir: Path, case: str) -> Path | None:
+    for sub in ("imagesTr", "imagesTs"):
+        p = Path(dataset_dir) / sub / f"{case}_0000{FILE_ENDING}"
+        if p.is_file():
+            return p
+    return None
+
+
+def _load_case(case: str, gt_dir: Path, pred_dirs: dict[str, Path], dataset_dir: Path):
+    gt, geom = read_binary_mask(Path(gt_dir) / (case + FILE_ENDING), role="label")
+    preds = {}
+    for m, d in pred_dirs.items():
+        p = Path(d) / (case + FILE_ENDING)
+        if p.is_file():
+            preds[m] = read_binary_mask(p)[0]
+    ip = _image_path(dataset_dir, case)
+    img = read_image(ip)[0].astype(np.float32) if ip is not None else None
+    if img is not None and img.shape != gt.shape:
+        img = None  # a multi-channel or foreign image is no use as a backdrop; the overlay works without it
+    return gt, preds, img, geom
+
+
+def _pick_overlay_case(metrics: pd.DataFrame, reference: str) -> str | None:
+    ref = reference if reference in set(metrics["method"]) else method_order(metrics)[0]
+    d = metrics[(metrics["method"] == ref) & (metrics["metric"] == "dsc")].dropna(subset=["value"])
+    if d.empty:
+        return None
+    d = d.sort_values(["value", "case"]).reset_index(drop=True)
+    return str(d.loc[(len(d) - 1) // 2, "case"])
+
+
+def _burden_cases(metrics: pd.DataFrame) -> list[tuple[str, str]]:
+    v = metrics[metrics["metric"] == "vol_true_mm3"].drop_duplicates("case").sort_values(["value", "case"])
+    cases = list(v["case"])
+    if not cases:
+        return []
+    picks = [("high burden", cases[-1]), ("medium burden", cases[(len(cases) - 1) // 2]), ("low burden", cases[0])]
+    seen, out = set(), []
+    for label, c in picks:
+        if c not in seen:
+            seen.add(c)
+            out.append((label, c))
+    return out
+
+
+def _fmt(x, digits=3):
+    return "NaN" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
+
+
+def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path], subjects_json: Path | None,
+                 splits_json: Path | None = None, reference_method: str = "MfNS_De", provenance: dict | None = None,
+                 *, overwrite: bool = False, allow_missing: bool = False, compute_hd95: bool = False,
+                 connectivity: int = 26, count_connectivity: int = 8, min_size: int = 1, n_boot: int = 10000,
+                 seed: int = 0, num_workers: int = 1, dataset_dir: Path | None = None) -> Path:
+    """Evaluates every prediction folder and writes the full report into out_dir; returns report.md's path.
+
+    subjects_json gives the rating slices, region masks and rater counts (counts are skipped with a note
+    when it is None); its folder is the dataset folder (for region masks and the T2w backdrop of the
+    figures) unless dataset_dir is given. splits_json (mfns_splits.json) assigns each case to the fold that
+    tested it. provenance: free-form {name: value} shown in the report (commands, seeds, versions).
+    """
+    gt_dir = Path(gt_dir)
+    pred_dirs = {k: Path(v) for k, v in pred_dirs.items()}
+    subjects = load_subjects(subjects_json) if subjects_json is not None else None
+    splits = load_splits_file(splits_json) if splits_json is not None else None
+    case_to_fold = case_to_fold_from_splits(splits, str(splits_json)) if splits else None
+    if dataset_dir is None:
+        dataset_dir = Path(subjects_json).parent if subjects_json is not None else gt_dir.parent
+    out_dir = prepare_out_dir(out_dir, overwrite, REPORT_FILES)
+
+    metrics = evaluate_folders(gt_dir, pred_dirs, case_to_fold, allow_missing=allow_missing,
+                               compute_hd95=compute_hd95, connectivity=connectivity, num_workers=num_workers)
+    missing = metrics.attrs.get("missing", {})
+    methods = method_order(metrics, reference_method)
+    summary, tests = write_metric_tables(out_dir, metrics, reference_method, n_boot, seed)
+
+    if subjects is not None:
+        counts = count_folders(subjects, dataset_dir, pred_dirs, gt_dir, count_connectivity, min_size,
+                               allow_missing=allow_missing, cases=sorted(set(metrics["case"])))
+    else:
+        counts = pd.DataFrame(columns=COUNT_COLUMNS)
+    corr = write_count_tables(out_dir, counts)
+
+    figures.fig_metrics_boxplot(metrics, out_dir / "fig3_metrics_boxplot.png", methods, seed=seed)
+    overlay_case = _pick_overlay_case(metrics, reference_method)
+    panels, aspect = [], 1.0
+    if overlay_case is not None:
+        gt, preds, img, geom = _load_case(overlay_case, gt_dir, pred_dirs, dataset_dir)
+        aspect = geom.spacing_zyx[1] / geom.spacing_zyx[2]
+        rs = ((subjects or {}).get("subjects", {}).get(overlay_case) or {}).get("rating_slices") or {}
+        slices = [(f"{overlay_case}, {r} rating slice {i}", i) for r, i in rs.items()
+                  if isinstance(i, int) and 0 <= i < gt.shape[0]]
+        if not slices:
+            z = int(np.argmax(gt.sum(axis=(1, 2))))
+            slices = [(f"{overlay_case}, slice {z} (most PVS voxels)", z)]
+        for title, z in slices:
+            panels.append({"title": title, "image": None if img is None else img[z], "gt": gt[z],
+                           "preds": {m: p[z] for m, p in preds.items()}})
+    figures.fig_overlays(panels, methods, out_dir / "fig4_overlays.png", aspect=aspect)
+    rows = []
+    for label, case in _burden_cases(metrics):
+        gt, preds, img, geom = _load_case(case, gt_dir, pred_dirs, dataset_dir)
+        aspect = geom.spacing_zyx[1] / geom.spacing_zyx[2]
+        vol = float(metrics.loc[(metrics["case"] == case) & (metrics["metric"] == "vol_true_mm3"), "value"].iloc[0])
+        rows.append({"title": f"{label}\n{case} ({vol:.0f} mm³)", "image": img, "gt": gt, "preds": preds})
+    figures.fig_burden_mip(rows, methods, out_dir / "fig5_burden_mip.png", aspect=aspect)
+    figures.fig_counts_scatter(counts, corr, out_dir / "fig6_counts_scatter.png", methods)
+    figures.fig_bland_altman(counts, corr, out_dir / "fig_bland_altman.png", methods)
+
+    report = out_dir / "report.md"
+    report.write_text(_report_markdown(
+        gt_dir=gt_dir, pred_dirs=pred_dirs, subjects_json=subjects_json, subjects=subjects, splits_json=splits_json,
+        splits=splits, reference=reference_method, provenance=provenance or {}, metrics=metrics, summary=summary,
+        tests=tests, counts=counts, corr=corr, missing=missing, overlay_case=overlay_case,
+        burden=_burden_cases(metrics), settings={"connectivity (3D lesions)": connectivity,
+                                                  "connectivity (2D counts)": count_connectivity,
+                                                  "min_size (2D counts, pixels)": min_size, "HD95": compute_hd95,
+                                                  "bootstrap resamples": n_boot, "bootstrap seed": seed,
+                                                  "reference method": reference_method}))
+    return report
+
+
+def _report_markdown(*, gt_dir, pred_dirs, subjects_json, subjects, splits_json, splits, reference, provenance,
+                     metrics, summary, tests, counts, corr, missing, overlay_case, burden, settings) -> str:
+    n_cases = metrics["case"].nunique()
+    L = ["# PVS segmentation evaluation report", "",
+         f"Generated {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by nnunetv2_mfns.evaluation.", ""]
+    L += ["## Data", "",
+          f"- labels: `{gt_dir}` ({n_cases} evaluated cases)"]
+    if subjects is not None:
+        cb = subjects.get("created_by") or {}
+        L.append(f"- subjects: `{subjects_json}` (dataset {subjects.get('dataset_name')}, {len(subjects['subjects'])} "
+                 f"subjects, created by {cb.get('tool')} {cb.get('version', '')}, seed {cb.get('seed')})")
+    else:
+        L.append("- subjects: none given, so no rating-slice counts")
+    L.append("- methods (prediction folders):")
+    for m, d in pred_dirs.items():
+        n = metrics.loc[metrics["method"] == m, "case"].nunique()
+        L.append(f"  - **{m}**: `{d}` ({n} cases" + (f"; missing: {', '.join(missing[m])}" if missing.get(m) else "") + ")")
+    L += ["", "## Folds", ""]
+    if splits is not None:
+        L.append(f"From `{splits_json}` (seed {splits.get('seed')}, {splits.get('n_groups', len(splits['folds']))} groups). "
+                 "Each case is evaluated on the fold that tested it.")
+        L.append("")
+        rows = [[str(f["fold"]), str(f.get("test_group", "")), str(f.get("val_group", "")), str(len(f.get("train", []))),
+                 str(len(f.get("val", []))), ", ".join(f.get("test", []))] for f in splits["folds"]]
+        from .stats import markdown_table
+        L.append(markdown_table(["fold", "test group", "val group", "n train", "n val", "test cases"], rows))
+        gs = splits.get("group_stats")
+        if gs:
+            L += ["", markdown_table(["group", "n", "age mean", "age SD", "F", "M"],
+                                     [[str(g.get("group")), str(g.get("n")), _fmt(g.get("age_mean"), 1),
+                                       _fmt(g.get("age_sd"), 1), str(g.get("n_F")), str(g.get("n_M"))] for g in gs])]
+    else:
+        L.append("No splits file given: the `fold` column is empty.")
+    L += ["", "## Settings and seeds", ""]
+    L += [f"- {k}: {v}" for k, v in settings.items()]
+    if splits is not None:
+        L.append(f"- splits seed: {splits.get('seed')}")
+    if subjects is not None:
+        L.append(f"- dataset seed (subjects.json created_by): {(subjects.get('created_by') or {}).get('seed')}")
+    L += ["", "## Commands and provenance", ""]
+    if provenance:
+        for k, v in provenance.items():
+            if isinstance(v, (list, tuple)):
+                L.append(f"- {k}:")
+                L += [f"  - `{x}`" for x in v]
+            elif isinstance(v, dict):
+                L.append(f"- {k}: `{json.dumps(v, sort_keys=True, default=str)}`")
+            else:
+                L.append(f"- {k}: `{v}`")
+    else:
+        L.append("No provenance given.")
+    L += ["", "## Segmentation metrics", "",
+          "Per-case values: [metrics.csv](metrics.csv) (tidy: case, method, fold, metric, value); "
+          "summary: [summary.csv](summary.csv), [summary.md](summary.md).", "",
+          summary_markdown(summary), "",
+          "DSC = 2TP/(2TP+FP+FN), SEN = TP/(TP+FN), PPV = TP/(TP+FP) over all voxels of a case. Lesion-wise: 3D "
+          f"components ({settings['connectivity (3D lesions)']}-connectivity); a true component is detected if any of its "
+          "voxels is predicted, a predicted component is a true positive if any of its voxels is true. Empty masks: "
+          "DSC = 1 and lesion F1 = 1 when both are empty; SEN (and lesion recall) NaN when the truth is empty, PPV (and "
+          "lesion precision) NaN when the prediction is empty; NaN values are left out of the means (`n` per metric in "
+          "summary.csv).", "",
+          "![Fig. 3](fig3_metrics_boxplot.png)", "",
+          f"## Paired comparison with {reference}", "",
+          f"Two-sided Wilcoxon signed-rank test over cases with both values; 95% CI of the mean difference by paired "
+          f"bootstrap over cases ({settings['bootstrap resamples']} resamples, seed {settings['bootstrap seed']}). "
+          f"Table: [stats.csv](stats.csv).", "", stats_markdown(tests), ""]
+    L += ["## Overlays", "",
+          (f"Case {overlay_case} (median DSC of the reference method), on its rating slices: green = TP, "
+           "red = FP, blue = FN." if overlay_case else "No case available."), "", "![Fig. 4](fig4_overlays.png)", "",
+          "## Whole-brain PVS burden", "",
+          "Axial maximum-intensity projections for the subjects with the highest, median and lowest truth volume: "
+          + ", ".join(f"{c} ({lab})" for lab, c in burden) + ".", "", "![Fig. 5](fig5_burden_mip.png)", ""]
+    L += ["## Rating-slice counts", ""]
+    if counts.empty:
+        L.append("No counts: no subjects file, or no subject with rating slices.")
+    else:
+        tot = counts[counts["side"] == "total"]
+        L.append(f"PVS counted as 2D connected components ({settings['connectivity (2D counts)']}-connectivity, "
+                 f"min size {settings['min_size (2D counts, pixels)']} px) of each mask inside the region mask on the BG "
+                 f"and CSO rating slices; {tot['case'].nunique()} subjects. Per-hemisphere counts in "
+                 "[counts.csv](counts.csv); agreement in [correlations.csv](correlations.csv). Bias = mean(x - y).")
+        L.append("")
+        from .stats import markdown_table
+        rows = []
+        for _, r in corr.iterrows():
+            p = r["spearman_p"]
+            rows.append([r["region"], r["x"], r["y"], str(int(r["n"])), _fmt(r["spearman_rs"]),
+                         "NaN" if not np.isfinite(p) else ("<0.001" if p < 1e-3 else f"{p:.3f}"),
+                         _fmt(r["bias"], 2), f"[{_fmt(r['loa_low'], 1)}, {_fmt(r['loa_high'], 1)}]", r["note"] or ""])
+        L.append(markdown_table(["region", "x", "y", "n", "Spearman rs", "p", "bias (x - y)", "95% LoA", "note"], rows))
+    L += ["", "![Fig. 6](fig6_counts_scatter.png)", "", "![Bland-Altman](fig_bland_altman.png)", ""]
+    return "\n".join(L)

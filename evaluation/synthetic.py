@@ -1,0 +1,185 @@
+"""FAKE result sets for tests, the benchmark and the example report: NOT data, NOT results of any model.
+
+`make_fake_result_set` writes, into one folder, what the evaluation reads from a real run: an nnU-Net raw
+dataset (imagesTr, labelsTr, regions/, subjects.json with rating slices and simulated rater counts, an
+mfns_splits.json) and one prediction folder per fake "method". Truth masks hold small PVS-like objects
+(BG: short tubes along the slice axis, CSO: short radial in-plane segments) inside an ellipsoidal
+"brain"; a fake method's prediction drops a fraction of the true objects, dilates some, and adds false
+positive blobs, with per-method rates so that methods differ. Everything is drawn from one seeded
+numpy Generator; the seed is stored in subjects.json (`created_by`). This is a geometric stand-in only;
+the realistic phantom is `mfns-make-phantom` (dataset_conversion/phantom).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+from .counts import count_rating_slices
+
+# miss rate of true objects, probability to dilate a kept object in-plane, false-positive blobs per
+# 100 true objects: the fake "methods" differ in these only
+DEFAULT_METHODS = {
+    "MfNS_De": (0.12, 0.15, 6.0),
+    "nnUNet_3d": (0.08, 0.45, 14.0),
+    "UNet2D": (0.20, 0.30, 12.0),
+}
+
+
+@dataclass
+class FakeResultSet:
+    dataset_dir: Path
+    gt_dir: Path
+    pred_dirs: dict[str, Path]
+    subjects_json: Path
+    splits_json: Path
+    cases: list[str]
+
+
+def _write(arr: np.ndarray, spacing_zyx: tuple[float, ...], path: Path) -> None:
+    img = sitk.GetImageFromArray(arr)
+    img.SetSpacing(tuple(float(s) for s in spacing_zyx[::-1]))
+    sitk.WriteImage(img, str(path), useCompression=True)
+
+
+def _brain(shape: tuple[int, int, int]) -> np.ndarray:
+    z, y, x = np.ogrid[:shape[0], :shape[1], :shape[2]]
+    cz, cy, cx = (shape[0] - 1) / 2, (shape[1] - 1) / 2, (shape[2] - 1) / 2
+    return ((z - cz) / (0.48 * shape[0])) ** 2 + ((y - cy) / (0.45 * shape[1])) ** 2 + ((x - cx) / (0.42 * shape[2])) ** 2 <= 1
+
+
+def _regions(shape: tuple[int, int, int], brain: np.ndarray) -> dict[str, np.ndarray]:
+    """BG: central deep-grey box in the lower half; CSO: white matter (brain minus a central core) in the upper half."""
+    nz, ny, nx = shape
+    bg = np.zeros(shape, bool)
+    bg[int(0.2 * nz):int(0.55 * nz), int(0.3 * ny):int(0.7 * ny), int(0.22 * nx):int(0.78 * nx)] = True
+    bg &= brain
+    z, y, x = np.ogrid[:nz, :ny, :nx]
+    core = ((y - (ny - 1) / 2) / (0.15 * ny)) ** 2 + ((x - (nx - 1) / 2) / (0.12 * nx)) ** 2 <= 1
+    cso = ndimage.binary_erosion(brain, iterations=3) & ~core & (z >= int(0.55 * nz)) & (z < int(0.9 * nz))
+    return {"BG": bg.astype(np.uint8), "CSO": cso.astype(np.uint8)}
+
+
+def _draw_pvs(rng: np.random.Generator, shape: tuple[int, int, int], region: np.ndarray, n: int, kind: str) -> np.ndarray:
+    out = np.zeros(shape, bool)
+    cand = np.argwhere(region)
+    if n == 0 or cand.size == 0:
+        return out
+    centres = cand[rng.integers(0, len(cand), size=n)]
+    cy, cx = (shape[1] - 1) / 2, (shape[2] - 1) / 2
+    for z, y, x in centres:
+        if kind == "BG":  # runs along the slice axis: a few slices, 1-2 voxels wide in-plane
+            length = int(rng.integers(1, 4))
+            w = int(rng.integers(1, 3))
+            out[z:z + length, y:y + w, x:x + w] = True
+        else:  # CSO: radial in-plane segment, one slice thick
+            d = np.array([y - cy, x - cx], float)
+            d /= max(np.linalg.norm(d), 1e-6)
+            t = np.linspace(0, rng.uniform(3, 12), 25)
+            yy = np.clip(np.round(y + t * d[0]).astype(int), 0, shape[1] - 1)
+            xx = np.clip(np.round(x + t * d[1]).astype(int), 0, shape[2] - 1)
+            out[z, yy, xx] = True
+    return out & (ndimage.binary_dilation(region, iterations=2) > 0)
+
+
+def fake_prediction(rng: np.random.Generator, gt: np.ndarray, brain: np.ndarray, miss: float, p_dilate: float,
+                    fp_per_100: float) -> np.ndarray:
+    """A plausible imperfect segmentation of gt: objects dropped, some dilated in-plane, blobs added."""
+    lab, n = ndimage.label(gt, structure=np.ones((3, 3, 3), bool))
+    case_miss = float(np.clip(miss * rng.uniform(0.5, 1.5), 0, 0.95))
+    keep = rng.random(n + 1) >= case_miss
+    dil = rng.random(n + 1) < p_dilate
+    keep[0] = dil[0] = False
+    pred = keep[lab]
+    grow = ndimage.binary_dilation((keep & dil)[lab], structure=np.array([[[0, 1, 0], [1, 1, 1], [0, 1, 0]]], bool))
+    pred |= grow & brain
+    n_fp = int(rng.poisson(fp_per_100 * max(n, 1) / 100.0))
+    cand = np.argwhere(brain)
+    for z, y, x in cand[rng.integers(0, len(cand), size=n_fp)]:
+        pred[z, y:y + int(rng.integers(1, 3)), x:x + int(rng.integers(1, 3))] = True
+    return pred.astype(np.uint8)
+
+
+def make_fake_result_set(root: Path, n_cases: int = 6, shape: tuple[int, int, int] = (24, 96, 80),
+                         spacing_zyx: tuple[float, float, float] = (2.0, 0.5, 0.5),
+                         methods: dict[str, tuple[float, float, float]] | None = None, n_raters: int = 2,
+                         pvs_per_case: tuple[int, int] = (30, 120), seed: int = 0, write_images: bool = True,
+                         n_groups: int = 5) -> FakeResultSet:
+    """Writes a FAKE dataset + prediction folders under root (see module docstring) and returns their paths."""
+    methods = DEFAULT_METHODS if methods is None else methods
+    rng = np.random.default_rng(seed)
+    root = Path(root)
+    ds = root / "Dataset999_FakePVS"
+    gt_dir, img_dir, reg_dir = ds / "labelsTr", ds / "imagesTr", ds / "regions"
+    for d in (gt_dir, reg_dir) + ((img_dir,) if write_images else ()):
+        d.mkdir(parents=True, exist_ok=True)
+    pred_dirs = {m: root / "predictions" / m for m in methods}
+    for d in pred_dirs.values():
+        d.mkdir(parents=True, exist_ok=True)
+
+    brain = _brain(shape)
+    regions = _regions(shape, brain)
+    nz = shape[0]
+    rating = {"BG": int(round(0.4 * nz)), "CSO": int(round(0.7 * nz))}
+    subjects = {}
+    cases = [f"FAKE_{i + 1:03d}" for i in range(n_cases)]
+    ages = rng.uniform(42, 79, size=n_cases).round(1)
+    for case, age in zip(cases, ages):
+        # burden grows with age, as in the cohort; spread so that high/medium/low subjects exist
+        n_pvs = int(pvs_per_case[0] + (pvs_per_case[1] - pvs_per_case[0]) * (age - 42) / 37 * rng.uniform(0.6, 1.2))
+        gt = _draw_pvs(rng, shape, regions["BG"].astype(bool), n_pvs // 3, "BG")
+        gt |= _draw_pvs(rng, shape, regions["CSO"].astype(bool), n_pvs - n_pvs // 3, "CSO")
+        gt &= brain
+        _write(gt.astype(np.uint8), spacing_zyx, gt_dir / f"{case}.nii.gz")
+        for name, arr in regions.items():
+            _write(arr, spacing_zyx, reg_dir / f"{case}_{name}.nii.gz")
+        if write_images:
+            img = np.where(brain, 395.0, 0.0) + rng.normal(0, 12, shape)
+            img[regions["BG"].astype(bool)] = 420.0 + rng.normal(0, 12, int(regions["BG"].sum()))
+            img[gt] = rng.normal(560, 30, int(gt.sum()))
+            z, y, x = np.ogrid[:shape[0], :shape[1], :shape[2]]
+            vent = (((y - shape[1] / 2) / (0.08 * shape[1])) ** 2 + ((x - shape[2] / 2) / (0.05 * shape[2])) ** 2 <= 1) \
+                & (z > 0.35 * nz) & (z < 0.65 * nz)
+            img[vent] = 1150.0
+            _write(ndimage.gaussian_filter(img, (0, 0.7, 0.7)).astype(np.float32), spacing_zyx,
+                   img_dir / f"{case}_0000.nii.gz")
+        for m, (miss, p_dil, fp) in methods.items():
+            _write(fake_prediction(rng, gt, brain, miss, p_dil, fp), spacing_zyx, pred_dirs[m] / f"{case}.nii.gz")
+        true = count_rating_slices(gt, {"rating_slices": rating}, ds, rating_slices=rating,
+                                   region_arrays={k: v.astype(bool) for k, v in regions.items()}, case=case)
+        raters = {}
+        for r in range(n_raters):
+            # raters miss some faint PVS (10-25%) and disagree by a few counts
+            raters[f"rater{r + 1}"] = {k: int(max(0, round(v["total"] * rng.uniform(0.75, 0.9) + rng.normal(0, 2))))
+                                       for k, v in true.items()}
+        subjects[case] = {
+            "subject": f"sub-fake{case[-3:]}", "age": float(age), "sex": "F" if rng.random() < 0.5 else "M",
+            "set": "train", "rating_slices": rating,
+            "region_masks": {k: f"regions/{case}_{k}.nii.gz" for k in regions},
+            "true_counts": {k: v["total"] for k, v in true.items()}, "rater_counts": raters, "source": None,
+        }
+    subjects_json = ds / "subjects.json"
+    subjects_json.write_text(json.dumps({
+        "schema": "nnunetv2_mfns.subjects/1", "dataset_name": ds.name,
+        "created_by": {"tool": "nnunetv2_mfns.evaluation.synthetic (FAKE result set)", "version": "0.1.0",
+                       "seed": seed, "args": {"n_cases": n_cases, "shape": list(shape)}},
+        "slice_axis": "ITK index axis 2 (numpy axis 0 of sitk.GetArrayFromImage)", "subjects": subjects}, indent=2))
+    (ds / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T2"}, "labels": {"background": 0, "PVS": 1},
+                                                  "numTraining": n_cases, "file_ending": ".nii.gz"}, indent=2))
+    # age-sorted round-robin groups: a stand-in with the mfns_splits.json shape, not the project's splitter
+    order = [cases[i] for i in np.argsort(ages, kind="stable")]
+    k = max(1, min(n_groups, n_cases))
+    groups = [sorted(order[g::k]) for g in range(k)]
+    folds = []
+    for f in range(k):
+        val = (f + 1) % k
+        train = sorted(c for g in range(k) if g not in (f, val) for c in groups[g])
+        folds.append({"fold": f, "test_group": f, "val_group": val, "train": train,
+                      "val": groups[val] if val != f else [], "test": groups[f]})
+    splits_json = ds / "mfns_splits.json"
+    splits_json.write_text(json.dumps({"seed": seed, "n_groups": k, "groups": groups, "folds": folds}, indent=2))
+    return FakeResultSet(ds, gt_dir, pred_dirs, subjects_json, splits_json, cases)

@@ -1,0 +1,248 @@
+"""Per-case metrics on hand-built arrays with hand-computed answers, and folder evaluation input checks."""
+import json
+import math
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunetv2_mfns.errors import MfnsInputError
+from nnunetv2_mfns.evaluation.metrics import evaluate_case, evaluate_folders, hd95, metrics_wide
+
+SP = (2.0, 0.5, 0.5)  # z, y, x mm: the paper's 2 mm slices, fine in-plane
+
+
+def vol(shape=(4, 10, 10)):
+    return np.zeros(shape, bool)
+
+
+def test_hand_computed_two_lesions():
+    gt, pred = vol(), vol()
+    gt[1, 1:3, 1:3] = True  # lesion A: 4 voxels
+    gt[1, 6, 6] = True      # lesion B: 1 voxel, missed
+    pred[1, 1:3, 2:4] = True  # 2 voxels on A, 2 beside it (same predicted component)
+    pred[3, 8, 8] = True      # isolated false positive
+    m = evaluate_case(pred, gt, SP)
+    # TP 2, FP 3, FN 3
+    assert (m["tp_voxels"], m["fp_voxels"], m["fn_voxels"]) == (2, 3, 3)
+    assert m["dsc"] == pytest.approx(4 / 10)
+    assert m["sen"] == pytest.approx(2 / 5)
+    assert m["ppv"] == pytest.approx(2 / 5)
+    assert m["n_true_components"] == 2 and m["n_pred_components"] == 2
+    assert m["lesion_recall"] == pytest.approx(0.5)
+    assert m["lesion_precision"] == pytest.approx(0.5)
+    assert m["lesion_f1"] == pytest.approx(0.5)
+    assert m["vol_true_mm3"] == pytest.approx(5 * 0.5)
+    assert m["vol_pred_mm3"] == pytest.approx(5 * 0.5)
+    assert "hd95_mm" not in m  # off by default
+
+
+@pytest.mark.parametrize("gt_on,pred_on,expect", [
+    (False, False, {"dsc": 1.0, "sen": math.nan, "ppv": math.nan, "lesion_recall": math.nan,
+                    "lesion_precision": math.nan, "lesion_f1": 1.0, "hd95_mm": 0.0}),
+    (False, True, {"dsc": 0.0, "sen": math.nan, "ppv": 0.0, "lesion_recall": math.nan,
+                   "lesion_precision": 0.0, "lesion_f1": 0.0, "hd95_mm": math.nan}),
+    (True, False, {"dsc": 0.0, "sen": 0.0, "ppv": math.nan, "lesion_recall": 0.0,
+                   "lesion_precision": math.nan, "lesion_f1": 0.0, "hd95_mm": math.nan}),
+])
+def test_empty_mask_conventions(gt_on, pred_on, expect):
+    gt, pred = vol(), vol()
+    gt[2, 3:5, 3:5] = gt_on
+    pred[0, 7, 7] = pred_on
+    m = evaluate_case(pred, gt, SP, compute_hd95=True)
+    for k, v in expect.items():
+        if math.isnan(v):
+            assert math.isnan(m[k]), k
+        else:
+            assert m[k] == v, k
+
+
+def test_one_voxel_lesions():
+    gt, pred = vol(), vol()
+    gt[1, 4, 4] = True
+    pred[1, 4, 4] = True
+    m = evaluate_case(pred, gt, SP)
+    assert m["dsc"] == 1.0 and m["lesion_recall"] == 1.0 and m["lesion_precision"] == 1.0
+    pred2 = vol()
+    pred2[1, 4, 5] = True  # face neighbour: no overlap, so neither voxel nor lesion credit
+    m2 = evaluate_case(pred2, gt, SP)
+    assert m2["dsc"] == 0.0 and m2["lesion_recall"] == 0.0 and m2["lesion_precision"] == 0.0
+
+
+def test_touching_lesions_depend_on_connectivity():
+    gt, pred = vol(), vol()
+    gt[1, 2, 2] = True
+    gt[2, 3, 3] = True  # corner-touching: one component with 26-, two with 18- and 6-connectivity
+    gt[1, 6, 6] = True
+    gt[1, 6, 7] = True  # face-touching: one component for every connectivity
+    pred[1, 2, 2] = True
+    pred[1, 6, 6] = True
+    m26 = evaluate_case(pred, gt, SP, connectivity=26)
+    m6 = evaluate_case(pred, gt, SP, connectivity=6)
+    m18 = evaluate_case(pred, gt, SP, connectivity=18)
+    assert m26["n_true_components"] == 2 and m26["lesion_recall"] == 1.0
+    assert m6["n_true_components"] == 3 and m6["lesion_recall"] == pytest.approx(2 / 3)
+    assert m18["n_true_components"] == 3
+    assert m26["dsc"] == m6["dsc"] == pytest.approx(2 * 2 / (4 + 2))
+    with pytest.raises(MfnsInputError, match="connectivity"):
+        evaluate_case(pred, gt, SP, connectivity=8)
+
+
+def test_matching_rule_many_to_many():
+    gt, pred = vol(), vol()
+    gt[1, 2, 2] = True
+    gt[1, 2, 5] = True
+    pred[1, 2, 2:6] = True  # one predicted blob bridges both true lesions
+    m = evaluate_case(pred, gt, SP)
+    assert m["n_true_detected"] == 2 and m["lesion_recall"] == 1.0
+    assert m["n_pred_components"] == 1 and m["lesion_precision"] == 1.0
+    gt2, pred2 = vol(), vol()
+    gt2[1, 5, 1:8] = True  # one long true PVS ...
+    pred2[1, 5, 1:3] = True
+    pred2[1, 5, 5:8] = True  # ... broken into two predicted pieces
+    pred2[3, 0, 0] = True  # plus an unmatched one
+    m2 = evaluate_case(pred2, gt2, SP)
+    assert m2["lesion_recall"] == 1.0
+    assert m2["n_pred_matched"] == 2 and m2["lesion_precision"] == pytest.approx(2 / 3)
+    assert m2["lesion_f1"] == pytest.approx(2 * (2 / 3) / (1 + 2 / 3))
+
+
+def test_hd95_hand_computed():
+    gt, pred = vol(), vol()
+    gt[1, 4, 2] = True
+    pred[1, 4, 5] = True  # 3 voxels apart along x at 0.5 mm
+    assert hd95(pred, gt, SP) == pytest.approx(1.5)
+    pred[2, 4, 2] = True  # add a voxel one slice (2 mm) above the truth
+    # pred->gt distances {1.5, 2.0}; gt->pred {min(1.5, 2.0)} = 1.5; P95 of {1.5, 2.0} = 1.975
+    assert hd95(pred, gt, SP) == pytest.approx(max(np.percentile([1.5, 2.0], 95), 1.5))
+    assert hd95(gt, gt, SP) == 0.0
+
+
+def test_evaluate_case_shape_mismatch():
+    with pytest.raises(MfnsInputError, match="shape"):
+        evaluate_case(vol((2, 3, 3)), vol(), SP)
+
+
+# ---------- folders ----------
+
+def write(arr, path, spacing_xyz=(0.5, 0.5, 2.0), origin=(0.0, 0.0, 0.0), dtype=np.uint8):
+    img = sitk.GetImageFromArray(np.asarray(arr).astype(dtype))
+    img.SetSpacing(spacing_xyz)
+    img.SetOrigin(origin)
+    sitk.WriteImage(img, str(path))
+
+
+@pytest.fixture
+def folders(tmp_path):
+    rng = np.random.default_rng(0)
+    gt_dir, p1, p2 = tmp_path / "labelsTr", tmp_path / "m1", tmp_path / "m2"
+    for d in (gt_dir, p1, p2):
+        d.mkdir()
+    arrays = {}
+    for c in ("PVS_001", "PVS_002", "PVS_003"):
+        g = rng.random((4, 12, 10)) > 0.9
+        a = g.copy()
+        a[0] = ~a[0]
+        b = np.zeros_like(g)
+        write(g, gt_dir / f"{c}.nii.gz")
+        write(a, p1 / f"{c}.nii.gz")
+        write(b, p2 / f"{c}.nii.gz")
+        arrays[c] = (g, a, b)
+    return tmp_path, gt_dir, {"A": p1, "B": p2}, arrays
+
+
+def test_evaluate_folders_tidy_and_equal_to_evaluate_case(folders):
+    root, gt_dir, preds, arrays = folders
+    df = evaluate_folders(gt_dir, preds, {"PVS_001": 0, "PVS_002": 1}, compute_hd95=True, progress=False)
+    assert list(df.columns) == ["case", "method", "fold", "metric", "value"]
+    assert set(df["method"]) == {"A", "B"} and df["case"].nunique() == 3
+    for c, (g, a, b) in arrays.items():
+        ref = evaluate_case(a, g, SP, compute_hd95=True)
+        got = df[(df["case"] == c) & (df["method"] == "A")].set_index("metric")["value"]
+        for k, v in ref.items():
+            assert got[k] == pytest.approx(v, nan_ok=True), (c, k)
+    folds = df.drop_duplicates("case").set_index("case")["fold"]
+    assert folds["PVS_001"] == 0 and folds["PVS_002"] == 1 and folds.isna()["PVS_003"]
+    wide = metrics_wide(df)
+    assert len(wide) == 6 and "dsc" in wide.columns
+
+
+def test_evaluate_folders_parallel_matches_serial(folders):
+    _, gt_dir, preds, _ = folders
+    a = evaluate_folders(gt_dir, preds, progress=False)
+    b = evaluate_folders(gt_dir, preds, num_workers=2, progress=False)
+    assert a.equals(b)
+
+
+def test_missing_cases_error_or_allowed(folders):
+    _, gt_dir, preds, _ = folders
+    (preds["B"] / "PVS_002.nii.gz").unlink()
+    with pytest.raises(MfnsInputError, match=r"PVS_002\.nii\.gz.*missing.*--allow-missing"):
+        evaluate_folders(gt_dir, preds, progress=False)
+    df = evaluate_folders(gt_dir, preds, allow_missing=True, progress=False)
+    assert df.attrs["missing"] == {"B": ["PVS_002"]}
+    assert set(df.loc[df["method"] == "B", "case"]) == {"PVS_001", "PVS_003"}
+
+
+def test_extra_case_is_an_error(folders):
+    _, gt_dir, preds, arrays = folders
+    write(arrays["PVS_001"][0], preds["A"] / "PVS_099.nii.gz")
+    with pytest.raises(MfnsInputError, match=r"PVS_099\.nii\.gz.*has no label"):
+        evaluate_folders(gt_dir, preds, allow_missing=True, progress=False)
+
+
+def test_geometry_mismatch_names_the_file(folders):
+    _, gt_dir, preds, arrays = folders
+    write(arrays["PVS_002"][1], preds["A"] / "PVS_002.nii.gz", spacing_xyz=(0.5, 0.5, 3.0))
+    with pytest.raises(MfnsInputError, match=r"m1/PVS_002\.nii\.gz: geometry differs.*spacing"):
+        evaluate_folders(gt_dir, preds, progress=False)
+    write(arrays["PVS_002"][1], preds["A"] / "PVS_002.nii.gz", origin=(5.0, 0.0, 0.0))
+    with pytest.raises(MfnsInputError, match="origin"):
+        evaluate_folders(gt_dir, preds, progress=False)
+    write(arrays["PVS_002"][1][:, :-1], preds["A"] / "PVS_002.nii.gz")
+    with pytest.raises(MfnsInputError, match="size"):
+        evaluate_folders(gt_dir, preds, progress=False)
+
+
+def test_non_binary_prediction_and_label_refused(folders):
+    _, gt_dir, preds, arrays = folders
+    a = arrays["PVS_003"][1].astype(np.uint8)
+    a[0, 0, 0] = 2
+    write(a, preds["A"] / "PVS_003.nii.gz")
+    with pytest.raises(MfnsInputError, match=r"m1/PVS_003\.nii\.gz: prediction has values other than 0/1 \(e\.g\. 2\)"):
+        evaluate_folders(gt_dir, preds, progress=False)
+    write(a.astype(np.float32) * 0.5, preds["A"] / "PVS_003.nii.gz", dtype=np.float32)
+    with pytest.raises(MfnsInputError, match="other than 0/1"):
+        evaluate_folders(gt_dir, preds, progress=False)
+    write(arrays["PVS_003"][1], preds["A"] / "PVS_003.nii.gz")
+    write(a, gt_dir / "PVS_003.nii.gz")
+    with pytest.raises(MfnsInputError, match=r"labelsTr/PVS_003\.nii\.gz: label has values"):
+        evaluate_folders(gt_dir, preds, progress=False)
+
+
+def test_cli_evaluate(folders, capsys):
+    from nnunetv2_mfns.cli.evaluate import main
+    root, gt_dir, preds, _ = folders
+    splits = root / "mfns_splits.json"
+    splits.write_text(json.dumps({"seed": 3, "folds": [{"fold": 0, "test": ["PVS_001", "PVS_002"]},
+                                                       {"fold": 1, "test": ["PVS_003"]}]}))
+    out = root / "out"
+    argv = ["--gt", str(gt_dir), "--pred", f"A={preds['A']}", f"B={preds['B']}", "--splits", str(splits),
+            "--out", str(out), "--reference", "A", "--hd95", "--n-boot", "200"]
+    assert main(argv) == 0
+    for f in ("metrics.csv", "summary.csv", "summary.md", "stats.csv"):
+        assert (out / f).stat().st_size > 0
+    import pandas as pd
+    m = pd.read_csv(out / "metrics.csv")
+    assert set(m.loc[m["case"] == "PVS_003", "fold"]) == {1}
+    assert "hd95_mm" in set(m["metric"])
+    s = pd.read_csv(out / "stats.csv")
+    assert set(s["method"]) == {"B"} and (s["n"] == 3).all() and (s["seed"] == 0).all()
+    capsys.readouterr()
+    assert main(argv) == 2  # refuses to overwrite
+    assert "use --overwrite" in capsys.readouterr().err
+    assert main(argv + ["--overwrite"]) == 0
+    capsys.readouterr()
+    assert main(["--gt", str(gt_dir), "--pred", "nonsense", "--out", str(root / "o2")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --pred 'nonsense': expected NAME=DIR")
