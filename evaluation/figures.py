@@ -233,7 +233,7 @@ def fig_bland_altman(counts: pd.DataFrame, corr: pd.DataFrame, out_png: Path, me
         return no_data_figure(out_png, "Bland-Altman", "no rater counts and model counts on rating slices")
     rcolors = {r: plt.get_cmap("Dark2")(i % 8) for i, r in enumerate(raters)}
     # shared y per region so that the methods' spreads compare at a glance
-    fig, axes = plt.subplots(len(regions), len(methods), figsize=(4.6 * len(methods), 3.8 * len(regions)), squeeze=False,
+    fig, axes = plt.subplots(len(regions), len(methods), figsize=(4.6 * max(len(methods), 2), 4.6 * len(regions)), squeeze=False,
                              sharey="row")
     for i, region in enumerate(regions):
         wide = tot[tot["region"] == region].pivot_table(index="case", columns="source", values="count", aggfunc="first")
@@ -260,6 +260,7 @@ def fig_bland_altman(counts: pd.DataFrame, corr: pd.DataFrame, out_png: Path, me
             ax.set_ylabel("difference (model - rater)")
             ax.grid(alpha=0.3)
             if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=8, loc="best")
+                # below the panel: inside it would cover the outlying differences
+                ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     fig.tight_layout()
     return _save(fig, out_png)

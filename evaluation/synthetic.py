@@ -19,6 +19,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from nnunetv2_mfns.dataset_conversion.splits import make_age_stratified_splits
+
 from .counts import count_rating_slices
 
 # miss rate of true objects, probability to dilate a kept object in-plane, false-positive blobs per
@@ -109,7 +111,9 @@ def make_fake_result_set(root: Path, n_cases: int = 6, shape: tuple[int, int, in
                          methods: dict[str, tuple[float, float, float]] | None = None, n_raters: int = 2,
                          pvs_per_case: tuple[int, int] = (30, 120), seed: int = 0, write_images: bool = True,
                          n_groups: int = 5) -> FakeResultSet:
-    """Writes a FAKE dataset + prediction folders under root (see module docstring) and returns their paths."""
+    """Writes a FAKE dataset + prediction folders under root (see module docstring) and returns their paths.
+
+    n_cases must be >= 3 (the splitter needs test, validation and training groups)."""
     methods = DEFAULT_METHODS if methods is None else methods
     rng = np.random.default_rng(seed)
     root = Path(root)
@@ -170,16 +174,10 @@ def make_fake_result_set(root: Path, n_cases: int = 6, shape: tuple[int, int, in
         "slice_axis": "ITK index axis 2 (numpy axis 0 of sitk.GetArrayFromImage)", "subjects": subjects}, indent=2))
     (ds / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T2"}, "labels": {"background": 0, "PVS": 1},
                                                   "numTraining": n_cases, "file_ending": ".nii.gz"}, indent=2))
-    # age-sorted round-robin groups: a stand-in with the mfns_splits.json shape, not the project's splitter
-    order = [cases[i] for i in np.argsort(ages, kind="stable")]
-    k = max(1, min(n_groups, n_cases))
-    groups = [sorted(order[g::k]) for g in range(k)]
-    folds = []
-    for f in range(k):
-        val = (f + 1) % k
-        train = sorted(c for g in range(k) if g not in (f, val) for c in groups[g])
-        folds.append({"fold": f, "test_group": f, "val_group": val, "train": train,
-                      "val": groups[val] if val != f else [], "test": groups[f]})
+    # the project's own splitter, so the fake folds have the real mfns_splits.json shape (group_stats too)
+    splits = make_age_stratified_splits({c: float(a) for c, a in zip(cases, ages)}, seed=seed,
+                                        n_groups=max(3, min(n_groups, n_cases)),
+                                        sexes={c: subjects[c]["sex"] for c in cases})
     splits_json = ds / "mfns_splits.json"
-    splits_json.write_text(json.dumps({"seed": seed, "n_groups": k, "groups": groups, "folds": folds}, indent=2))
+    splits_json.write_text(json.dumps(splits, indent=2))
     return FakeResultSet(ds, gt_dir, pred_dirs, subjects_json, splits_json, cases)

@@ -1,0 +1,135 @@
+"""Paired statistics vs scipy, and the full report (every figure) from a small FAKE result set."""
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from nnunetv2_mfns.errors import MfnsInputError
+from nnunetv2_mfns.evaluation.report import FIGURE_FILES, REPORT_FILES, build_report
+from nnunetv2_mfns.evaluation.stats import paired_comparison, paired_tests, summary_markdown, summary_table
+from nnunetv2_mfns.evaluation.synthetic import make_fake_result_set
+
+
+def tidy(values: dict[str, list[float]], metric="dsc"):
+    rows = [(f"C{i:03d}", m, None, metric, v) for m, vs in values.items() for i, v in enumerate(vs)]
+    return pd.DataFrame(rows, columns=["case", "method", "fold", "metric", "value"])
+
+
+def test_wilcoxon_and_bootstrap_match_scipy():
+    ref = [0.70, 0.72, 0.65, 0.80, 0.68, 0.74, 0.71, 0.69]
+    other = [0.66, 0.70, 0.66, 0.75, 0.61, 0.70, 0.72, 0.60]
+    t = paired_tests(tidy({"MfNS_De": ref, "nnUNet_3d": other}), metric_names=("dsc",), n_boot=2000, seed=7)
+    assert len(t) == 1
+    r = t.iloc[0]
+    w = stats.wilcoxon(other, ref)
+    assert r["p_value"] == pytest.approx(w.pvalue) and r["wilcoxon_stat"] == pytest.approx(w.statistic)
+    d = np.subtract(other, ref)
+    boot = stats.bootstrap((d,), np.mean, n_resamples=2000, method="percentile", rng=np.random.default_rng(7))
+    assert r["ci_low"] == pytest.approx(boot.confidence_interval.low)
+    assert r["ci_high"] == pytest.approx(boot.confidence_interval.high)
+    assert r["mean_diff"] == pytest.approx(d.mean()) and r["n"] == 8 and r["seed"] == 7
+    assert r["ci_low"] < r["mean_diff"] < r["ci_high"]
+    t2 = paired_tests(tidy({"MfNS_De": ref, "nnUNet_3d": other}), metric_names=("dsc",), n_boot=2000, seed=8)
+    assert t2.iloc[0]["ci_low"] != r["ci_low"]  # the seed matters and is recorded
+
+
+def test_pairing_uses_cases_with_both_values_and_small_n_is_nan():
+    df = tidy({"MfNS_De": [0.7, 0.8, np.nan], "B": [0.6, np.nan, 0.5]})
+    r = paired_tests(df, metric_names=("dsc",), n_boot=200).iloc[0]
+    assert r["n"] == 1 and math.isnan(r["p_value"]) and math.isnan(r["ci_low"]) and "n = 1 < 2" in r["note"]
+    z = paired_comparison(np.array([0.5, 0.6, 0.7]), np.array([0.5, 0.6, 0.7]), n_boot=200)
+    assert math.isnan(z["p_value"]) and "zero" in z["note"]
+    s = paired_comparison(np.array([0.5, 0.6, 0.7]), np.array([0.4, 0.5, 0.5]), n_boot=200)
+    assert np.isfinite(s["p_value"]) and "p < 0.05 is impossible" in s["note"]
+    assert paired_tests(tidy({"A": [0.1, 0.2]}), reference="MfNS_De").empty  # reference absent
+
+
+def test_summary_table_mean_sd_and_markdown():
+    df = tidy({"MfNS_De": [0.6, 0.8, np.nan], "B": [0.5, 0.5, 0.8]})
+    s = summary_table(df, "MfNS_De", metric_names=("dsc",))
+    a = s[s["method"] == "MfNS_De"].iloc[0]
+    assert a["n"] == 2 and a["mean"] == pytest.approx(0.7) and a["sd"] == pytest.approx(np.std([0.6, 0.8], ddof=1))
+    md = summary_markdown(s)
+    assert "| MfNS_De | 2 | 0.700 ± 0.141 |" in md and "| B | 3 | 0.600 ± 0.173 |" in md
+
+
+def check_png(path):
+    import matplotlib.image as mpimg
+    img = mpimg.imread(path)
+    assert img.ndim == 3 and img.shape[0] >= 150 and img.shape[1] >= 300, path
+    # a non-trivial picture: many distinct colours, not one flat field
+    assert img[..., :3].std() > 0.05 and len(np.unique(img[..., :3].reshape(-1, 3), axis=0)) > 20, path
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    return make_fake_result_set(tmp_path_factory.mktemp("fake"), n_cases=5, shape=(14, 56, 48), pvs_per_case=(30, 90),
+                                seed=3)
+
+
+def test_build_report_full(fake, tmp_path):
+    out = tmp_path / "report"
+    prov = {"command": "mfns-report --gt ...", "training": ["nnUNetv2_train 501 2d 0 -tr nnUNetTrainerMfNSDe"]}
+    rep = build_report(out, fake.gt_dir, fake.pred_dirs, fake.subjects_json, fake.splits_json, provenance=prov,
+                       compute_hd95=True, n_boot=500, seed=11)
+    assert rep == out / "report.md"
+    for f in REPORT_FILES:
+        assert (out / f).is_file() and (out / f).stat().st_size > 200, f
+    for f in FIGURE_FILES:
+        check_png(out / f)
+    text = rep.read_text()
+    for f in REPORT_FILES[:-1]:
+        assert f"({f})" in text, f
+    assert "nnUNetv2_train 501 2d 0 -tr nnUNetTrainerMfNSDe" in text and "bootstrap seed: 11" in text
+    assert "| fold | test group |" in text
+    m = pd.read_csv(out / "metrics.csv")
+    assert list(m.columns) == ["case", "method", "fold", "metric", "value"]
+    assert m["fold"].notna().all() and m["case"].nunique() == 5 and set(m["method"]) == set(fake.pred_dirs)
+    st = pd.read_csv(out / "stats.csv")
+    assert set(st["method"]) == set(fake.pred_dirs) - {"MfNS_De"} and (st["n"] == 5).all() and (st["seed"] == 11).all()
+    c = pd.read_csv(out / "correlations.csv")
+    assert {"model vs rater", "rater vs rater", "model vs truth"} <= set(c["comparison"])
+    counts = pd.read_csv(out / "counts.csv")
+    assert {"left", "right", "total"} == set(counts["side"])
+    with pytest.raises(MfnsInputError, match="--overwrite"):
+        build_report(out, fake.gt_dir, fake.pred_dirs, fake.subjects_json, None)
+
+
+def test_build_report_one_method_three_subjects_no_subjects_file(fake, tmp_path):
+    # three cases only, one method, no subjects.json: statistics and counts become notes, nothing crashes
+    import shutil
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    for c in fake.cases[:3]:
+        shutil.copy(fake.gt_dir / f"{c}.nii.gz", gt)
+        shutil.copy(fake.pred_dirs["UNet2D"] / f"{c}.nii.gz", pred)
+    out = tmp_path / "r1"
+    rep = build_report(out, gt, {"UNet2D": pred}, None, None, reference_method="MfNS_De", n_boot=200)
+    text = rep.read_text()
+    assert "No paired comparison" in text and "No counts" in text
+    for f in FIGURE_FILES:
+        assert (out / f).stat().st_size > 1000
+    check_png(out / "fig3_metrics_boxplot.png")
+    check_png(out / "fig4_overlays.png")
+    check_png(out / "fig5_burden_mip.png")
+    # again, now with the overwrite flag and an existing unrelated file that must survive
+    (out / "notes.txt").write_text("mine")
+    build_report(out, gt, {"UNet2D": pred}, None, None, overwrite=True, n_boot=200)
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_cli_report(fake, tmp_path, capsys):
+    from nnunetv2_mfns.cli.report import main
+    out = tmp_path / "cli"
+    argv = ["--gt", str(fake.gt_dir), "--pred", f"MfNS_De={fake.pred_dirs['MfNS_De']}",
+            f"nnUNet_3d={fake.pred_dirs['nnUNet_3d']}", "--subjects", str(fake.subjects_json), "--splits",
+            str(fake.splits_json), "--out", str(out), "--n-boot", "200"]
+    assert main(argv) == 0
+    assert "mfns-report --gt" in (out / "report.md").read_text()
+    capsys.readouterr()
+    assert main(argv) == 2 and "error:" in capsys.readouterr().err
+    assert main(argv[:-2] + ["--n-boot", "5", "--overwrite"]) == 2
+    assert capsys.readouterr().err.startswith("error: --n-boot")
