@@ -1,0 +1,8 @@
+"""Evaluation of PVS segmentations (installed as `nnunetv2_mfns.evaluation`).
+
+Modules: `metrics` (DSC/SEN/PPV, lesion-wise detection, volumes, HD95; folder evaluation), `counts`
+(rating-slice counts, Spearman, Bland-Altman), `stats` (Table-2 summary, Wilcoxon + bootstrap CI vs a
+reference method), `figures` (Figs. 3-6 and Bland-Altman), `report` (`build_report`), `io` (input checks),
+`synthetic` (FAKE result sets for tests, benchmark and the example report). Console scripts:
+`mfns-evaluate`, `mfns-counts`, `mfns-report`. Nothing is imported here, so importing the package stays cheap.
+"""

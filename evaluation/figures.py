@@ -90,17 +90,20 @@ def _crop_box(*arrays2d: np.ndarray, margin: int = 4) -> tuple[slice, slice]:
     return (slice(max(ys.min() - margin, 0), ys.max() + margin + 1), slice(max(xs.min() - margin, 0), xs.max() + margin + 1))
 
 
-def _gray(img2d: np.ndarray | None, shape: tuple[int, int]) -> np.ndarray:
+def _gray(img2d: np.ndarray | None, shape: tuple[int, int], window: tuple[float, float] | None = None) -> np.ndarray:
+    """RGB grey image; window (lo, hi) should come from the whole volume, so that slices without bright CSF
+    are not stretched to white (a per-slice window is only the fallback)."""
     if img2d is None:
         return np.zeros(shape + (3,))
-    lo, hi = np.percentile(img2d, [1, 99.5])
+    lo, hi = window if window is not None else np.percentile(img2d, [1, 99.5])
     g = np.clip((img2d - lo) / max(hi - lo, 1e-6), 0, 1)
     return np.repeat(g[..., None], 3, axis=2)
 
 
-def overlay_rgb(img2d: np.ndarray | None, gt2d: np.ndarray, pred2d: np.ndarray | None) -> np.ndarray:
+def overlay_rgb(img2d: np.ndarray | None, gt2d: np.ndarray, pred2d: np.ndarray | None,
+                window: tuple[float, float] | None = None) -> np.ndarray:
     """Grey image with TP/FP/FN (or truth only when pred2d is None) painted in opaque colours."""
-    rgb = _gray(img2d, gt2d.shape)
+    rgb = _gray(img2d, gt2d.shape, window)
     gt2d = gt2d.astype(bool)
     if pred2d is None:
         rgb[gt2d] = TP_RGB
@@ -113,26 +116,27 @@ def overlay_rgb(img2d: np.ndarray | None, gt2d: np.ndarray, pred2d: np.ndarray |
 
 
 def fig_overlays(panels: list[dict], methods: list[str], out_png: Path, aspect: float = 1.0) -> Path:
-    """Fig. 4: one row per panel dict {title, image (2D or None), gt (2D), preds {method: 2D}}; columns are
-    the image, the truth and each method with TP/FP/FN coloured; per-panel counts in the titles."""
+    """Fig. 4: one row per panel dict {title, image (2D or None), gt (2D), preds {method: 2D}, optional window
+    (lo, hi) grey levels}; columns are the image, the truth and each method with TP/FP/FN coloured;
+    per-panel counts in the titles."""
     if not panels:
         return no_data_figure(out_png, "Overlays", "no case to show")
     ncol = 2 + len(methods)
     fig, axes = plt.subplots(len(panels), ncol, figsize=(2.9 * ncol, 3.1 * len(panels) + 0.6), squeeze=False)
     for r, p in enumerate(panels):
-        img, gt = p.get("image"), p["gt"].astype(bool)
+        img, gt, win = p.get("image"), p["gt"].astype(bool), p.get("window")
         box = _crop_box(img if img is not None else gt, *(p["preds"].values()))
-        cols = [("T2w" if img is not None else "(no image)", _gray(img, gt.shape))]
-        cols.append((f"truth ({int(gt.sum())} px)", overlay_rgb(img, gt, None)))
+        cols = [("T2w" if img is not None else "(no image)", _gray(img, gt.shape, win))]
+        cols.append((f"truth ({int(gt.sum())} px)", overlay_rgb(img, gt, None, win)))
         for m in methods:
             pr = p["preds"].get(m)
             if pr is None:
-                cols.append((f"{m}\n(missing)", _gray(img, gt.shape)))
+                cols.append((f"{m}\n(missing)", _gray(img, gt.shape, win)))
                 continue
             pr = pr.astype(bool)
             tp, fp, fn = int((gt & pr).sum()), int((~gt & pr).sum()), int((gt & ~pr).sum())
             d = 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else 1.0
-            cols.append((f"{m}\nTP {tp} FP {fp} FN {fn} (slice DSC {d:.2f})", overlay_rgb(img, gt, pr)))
+            cols.append((f"{m}\nTP {tp} FP {fp} FN {fn} (slice DSC {d:.2f})", overlay_rgb(img, gt, pr, win)))
         for c, (title, rgb) in enumerate(cols):
             ax = axes[r][c]
             ax.imshow(rgb[box], interpolation="nearest", aspect=aspect, origin="upper")

@@ -113,6 +113,8 @@ def evaluate_case(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...], 
     """
     pred = np.asarray(pred).astype(bool, copy=False)
     gt = np.asarray(gt).astype(bool, copy=False)
+    if gt.ndim != 3:
+        raise MfnsInputError(f"truth must be a 3D array, got {gt.ndim}D")
     if pred.shape != gt.shape:
         raise MfnsInputError(f"prediction shape {pred.shape} != truth shape {gt.shape}")
     if len(spacing) != gt.ndim:
@@ -253,6 +255,7 @@ def evaluate_folders(gt_dir: Path, pred_dirs: dict[str, Path], case_to_fold: dic
     df.insert(2, "fold", pd.array([folds.get(c) for c in df["case"]], dtype="Int64"))
     df["value"] = df["value"].astype(float)
     df.attrs["missing"] = {m: list(v) for m, v in missing.items() if v}
+    df.attrs["methods"] = list(pred_dirs)
     return df
 
 

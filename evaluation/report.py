@@ -162,9 +162,10 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path], subjec
         if not slices:
             z = int(np.argmax(gt.sum(axis=(1, 2))))
             slices = [(f"{overlay_case}, slice {z} (most PVS voxels)", z)]
+        window = tuple(np.percentile(img, [1, 99.5])) if img is not None else None
         for title, z in slices:
             panels.append({"title": title, "image": None if img is None else img[z], "gt": gt[z],
-                           "preds": {m: p[z] for m, p in preds.items()}})
+                           "preds": {m: p[z] for m, p in preds.items()}, "window": window})
     figures.fig_overlays(panels, methods, out_dir / "fig4_overlays.png", aspect=aspect)
     rows = []
     for label, case in _burden_cases(metrics):

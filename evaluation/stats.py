@@ -30,8 +30,11 @@ METRIC_LABELS = {"dsc": "DSC", "sen": "SEN", "ppv": "PPV", "lesion_recall": "les
 
 
 def method_order(df: pd.DataFrame, reference: str | None = None) -> list[str]:
-    """Methods in first-seen order, the reference first when present."""
-    methods = list(dict.fromkeys(df["method"]))
+    """Methods in the order they were given (df.attrs["methods"], set by evaluate_folders) or first-seen
+    order, the reference first when present."""
+    seen = list(dict.fromkeys(df["method"]))
+    given = [m for m in df.attrs.get("methods", []) if m in set(seen)]
+    methods = given + [m for m in seen if m not in set(given)]
     if reference in methods:
         methods.remove(reference)
         methods.insert(0, reference)

@@ -246,3 +246,20 @@ def test_cli_evaluate(folders, capsys):
     assert main(["--gt", str(gt_dir), "--pred", "nonsense", "--out", str(root / "o2")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --pred 'nonsense': expected NAME=DIR")
+
+
+def test_installed_console_script_reports_user_error(folders):
+    """The real `mfns-evaluate` entry point: a non-binary prediction gives exit code 2 and one error line."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+    exe = shutil.which("mfns-evaluate") or str(Path(sys.executable).parent / "mfns-evaluate")
+    root, gt_dir, preds, arrays = folders
+    a = arrays["PVS_001"][1].astype(np.uint8) * 3
+    write(a, preds["A"] / "PVS_001.nii.gz")
+    r = subprocess.run([exe, "--gt", str(gt_dir), "--pred", f"A={preds['A']}", "--out", str(root / "o")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "PVS_001.nii.gz: prediction has values other than 0/1" in lines[0]
