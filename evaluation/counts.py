@@ -22,6 +22,7 @@ and the `note` column says why.
 """
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from itertools import combinations
@@ -33,7 +34,10 @@ from scipy import ndimage, stats
 
 from nnunetv2_mfns.errors import MfnsInputError
 
-from .io import FILE_ENDING, read_binary_mask, read_image, same_geometry, describe_geometry_difference
+from .io import (FILE_ENDING, describe_geometry_difference, prediction_files, read_binary_mask, read_region_mask,
+                 same_geometry)
+
+logger = logging.getLogger(__name__)
 
 REGIONS = ("BG", "CSO")
 COUNT_COLUMNS = ["case", "source", "kind", "region", "side", "count"]
@@ -102,7 +106,7 @@ def count_rating_slices(mask: np.ndarray, subject: dict, dataset_dir: Path, conn
         if region_arrays is not None and region in region_arrays:
             region_arr = region_arrays[region]
         elif rel:
-            region_arr, _ = read_binary_mask(Path(dataset_dir) / rel, role=f"region mask {region}")
+            region_arr, _ = read_region_mask(Path(dataset_dir) / rel, role=f"region mask {region}")
         if region_arr is not None and region_arr.shape != mask.shape:
             raise MfnsInputError(f"{Path(dataset_dir) / rel if rel else case}: region mask {region} shape "
                                  f"{region_arr.shape} != mask shape {mask.shape}")
@@ -117,14 +121,14 @@ def _load_regions(subject: dict, dataset_dir: Path, geom) -> dict[str, np.ndarra
         if not rel:
             continue
         p = Path(dataset_dir) / rel
-        arr, g = read_binary_mask(p, role=f"region mask {region}")
+        arr, g = read_region_mask(p, role=f"region mask {region}")
         if geom is not None and not same_geometry(g, geom):
             raise MfnsInputError(f"{p}: region mask geometry differs from the case ({describe_geometry_difference(g, geom)})")
         arrays[region] = arr
     return arrays
 
 
-def count_folders(subjects: dict, dataset_dir: Path, pred_dirs: dict[str, Path], gt_dir: Path | None = None,
+def count_folders(subjects: dict, dataset_dir: Path, pred_dirs: dict[str, Path | list[Path]], gt_dir: Path | None = None,
                   connectivity: int = 8, min_size: int = 1, allow_missing: bool = False,
                   cases: list[str] | None = None, rating_slices: dict[str, dict[str, int]] | None = None) -> pd.DataFrame:
     """Rating-slice counts of the truth (if gt_dir), each method and each rater, as a tidy DataFrame.
@@ -139,6 +143,7 @@ def count_folders(subjects: dict, dataset_dir: Path, pred_dirs: dict[str, Path],
     unknown = sorted(set(rating_slices) - set(subjects["subjects"]))
     if unknown:
         raise MfnsInputError(f"rating slices: case {unknown[0]!r} is not in subjects.json")
+    pred_files = prediction_files(pred_dirs)
     rows = []
     for case, subj in sorted(subjects["subjects"].items()):
         if cases is not None and case not in cases:
@@ -151,12 +156,12 @@ def count_folders(subjects: dict, dataset_dir: Path, pred_dirs: dict[str, Path],
         if gt_dir is not None and (Path(gt_dir) / (case + FILE_ENDING)).is_file():
             files[("truth", "truth")] = Path(gt_dir) / (case + FILE_ENDING)
         for m, d in pred_dirs.items():
-            p = Path(d) / (case + FILE_ENDING)
-            if p.is_file():
-                files[(m, "method")] = p
+            if case in pred_files[m]:
+                files[(m, "method")] = pred_files[m][case]
             elif not allow_missing:
-                raise MfnsInputError(f"{p}: prediction of method {m!r} for rated case {case} is missing "
-                                     f"(use --allow-missing to skip it)")
+                d0 = d[0] if isinstance(d, (list, tuple)) else d
+                raise MfnsInputError(f"{Path(d0) / (case + FILE_ENDING)}: prediction of method {m!r} for rated case "
+                                     f"{case} is missing (use --allow-missing to skip it)")
         regions, geom0 = None, None
         for (source, kind), p in files.items():
             arr, geom = read_binary_mask(p, role="label" if kind == "truth" else "prediction")
@@ -168,7 +173,14 @@ def count_folders(subjects: dict, dataset_dir: Path, pred_dirs: dict[str, Path],
                                      f"({describe_geometry_difference(geom, geom0)})")
             res = count_rating_slices(arr, subj, dataset_dir, connectivity, min_size, direction=geom.direction,
                                       region_arrays=regions, case=str(p))
+            tc = subj.get("true_counts") or {}
             for region, r in res.items():
+                # phantoms store the truth's count made with the default rule: a mismatch means the label or
+                # the region mask is not the one the count was made from
+                if (kind == "truth" and connectivity == 8 and min_size == 1 and tc.get(region) is not None
+                        and tc[region] != r["total"]):
+                    logger.warning("%s: truth count %s on %s slice %d differs from true_counts %s in subjects.json",
+                                   case, r["total"], region, r["slice"], tc[region])
                 for side in ("total", "left", "right"):
                     rows.append((case, source, kind, region, side, r[side]))
         for rater, rc in (subj.get("rater_counts") or {}).items():

@@ -87,6 +87,14 @@ def read_binary_mask(path: Path, role: str = "prediction") -> tuple[np.ndarray, 
     return arr.astype(bool, copy=False), geom
 
 
+def read_region_mask(path: Path, role: str = "region mask") -> tuple[np.ndarray, Geometry]:
+    """Region masks: any non-negative integer image, inside = non-zero (writers may use 1 or 255)."""
+    arr, geom = read_image(path)
+    if arr.ndim != 3 or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool) or arr.min(initial=0) < 0:
+        raise MfnsInputError(f"{path}: {role} must be a 3D non-negative integer mask")
+    return arr > 0, geom
+
+
 def list_cases(folder: Path, role: str) -> list[str]:
     """Case identifiers (file name without `.nii.gz`) of a label or prediction folder, sorted."""
     folder = Path(folder)
@@ -148,9 +156,10 @@ def case_to_fold_from_splits(splits: dict, source: str = "splits") -> dict[str, 
     return mapping
 
 
-def parse_named_dirs(items: list[str], option: str = "--pred") -> dict[str, Path]:
-    """Parses `NAME=DIR` arguments into an ordered {name: Path}."""
-    out: dict[str, Path] = {}
+def parse_named_dirs(items: list[str], option: str = "--pred") -> dict[str, Path | list[Path]]:
+    """Parses `NAME=DIR` arguments into an ordered {name: Path}; a name given several times collects its
+    folders in a list (e.g. one nnU-Net prediction folder per fold: MfNS_De=f0 MfNS_De=f1 ...)."""
+    out: dict[str, Path | list[Path]] = {}
     for it in items:
         if "=" not in it:
             raise MfnsInputError(f"{option} {it!r}: expected NAME=DIR")
@@ -159,8 +168,26 @@ def parse_named_dirs(items: list[str], option: str = "--pred") -> dict[str, Path
         if not name or not d:
             raise MfnsInputError(f"{option} {it!r}: expected NAME=DIR with a non-empty name and folder")
         if name in out:
-            raise MfnsInputError(f"{option}: method name {name!r} given twice")
-        out[name] = Path(d)
+            prev = out[name]
+            out[name] = (prev if isinstance(prev, list) else [prev]) + [Path(d)]
+        else:
+            out[name] = Path(d)
+    return out
+
+
+def prediction_files(pred_dirs: dict[str, Path | list[Path]]) -> dict[str, dict[str, Path]]:
+    """{method: {case: file}} over each method's folder(s); a case found in two folders of one method is an
+    error (which prediction counts would be a guess)."""
+    out: dict[str, dict[str, Path]] = {}
+    for method, dirs in pred_dirs.items():
+        files: dict[str, Path] = {}
+        for d in (dirs if isinstance(dirs, (list, tuple)) else [dirs]):
+            for case in list_cases(d, f"prediction ({method})"):
+                f = Path(d) / (case + FILE_ENDING)
+                if case in files:
+                    raise MfnsInputError(f"{f}: case {case} of method {method!r} is also in {files[case].parent}")
+                files[case] = f
+        out[method] = files
     return out
 
 

@@ -48,7 +48,8 @@ from scipy.spatial import cKDTree
 
 from nnunetv2_mfns.errors import MfnsInputError
 
-from .io import FILE_ENDING, describe_geometry_difference, list_cases, read_binary_mask, same_geometry
+from .io import (FILE_ENDING, describe_geometry_difference, list_cases, prediction_files, read_binary_mask,
+                 same_geometry)
 
 logger = logging.getLogger(__name__)
 
@@ -168,32 +169,33 @@ def evaluate_case(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...], 
     return out
 
 
-def check_folders(gt_dir: Path, pred_dirs: dict[str, Path], allow_missing: bool = False
-                  ) -> tuple[list[str], dict[str, list[str]], dict[str, list[str]]]:
-    """Checks that each prediction folder holds exactly the label folder's cases.
+def check_folders(gt_dir: Path, pred_dirs: dict[str, Path | list[Path]], allow_missing: bool = False
+                  ) -> tuple[list[str], dict[str, dict[str, Path]], dict[str, list[str]]]:
+    """Checks that each method's prediction folder(s) hold exactly the label folder's cases.
 
-    Returns (truth cases, {method: cases to evaluate}, {method: missing cases}). Extra prediction files
-    (a case without a label) are always an error: they mean the wrong folder or the wrong label set.
-    Missing predictions are an error unless allow_missing, in which case they are returned and reported.
+    Returns (truth cases, {method: {case: prediction file}} to evaluate, {method: missing cases}). Extra
+    prediction files (a case without a label) are always an error: they mean the wrong folder or the wrong
+    label set. Missing predictions are an error unless allow_missing, in which case they are returned.
     """
     if not pred_dirs:
         raise MfnsInputError("--pred: at least one NAME=DIR prediction folder is needed")
     gt_cases = list_cases(gt_dir, "label")
     gt_set = set(gt_cases)
     todo, missing = {}, {}
-    for method, d in pred_dirs.items():
-        cases = list_cases(d, f"prediction ({method})")
-        extra = sorted(set(cases) - gt_set)
+    for method, files in prediction_files(pred_dirs).items():
+        extra = sorted(set(files) - gt_set)
         if extra:
-            raise MfnsInputError(f"{Path(d) / (extra[0] + FILE_ENDING)}: prediction of method {method!r} has no label "
+            raise MfnsInputError(f"{files[extra[0]]}: prediction of method {method!r} has no label "
                                  f"in {gt_dir}" + (f" ({len(extra) - 1} more extra cases)" if len(extra) > 1 else ""))
-        miss = [c for c in gt_cases if c not in set(cases)]
+        miss = [c for c in gt_cases if c not in files]
         if miss and not allow_missing:
+            d = pred_dirs[method]
+            d = d[0] if isinstance(d, (list, tuple)) else d
             raise MfnsInputError(f"{Path(d) / (miss[0] + FILE_ENDING)}: prediction of method {method!r} is missing"
                                  + (f" ({len(miss) - 1} more missing)" if len(miss) > 1 else "")
                                  + "; use --allow-missing to evaluate the cases that exist")
         missing[method] = miss
-        todo[method] = [c for c in gt_cases if c in set(cases)]
+        todo[method] = {c: files[c] for c in gt_cases if c in files}
     return gt_cases, todo, missing
 
 
@@ -212,10 +214,10 @@ def _evaluate_one_case(case: str, gt_path: Path, preds: dict[str, Path], connect
     return rows
 
 
-def evaluate_folders(gt_dir: Path, pred_dirs: dict[str, Path], case_to_fold: dict[str, int] | None = None,
+def evaluate_folders(gt_dir: Path, pred_dirs: dict[str, Path | list[Path]], case_to_fold: dict[str, int] | None = None,
                      allow_missing: bool = False, compute_hd95: bool = False, connectivity: int = 26,
                      num_workers: int = 1, progress: bool = True) -> pd.DataFrame:
-    """Evaluates every method's prediction folder against the label folder.
+    """Evaluates every method's prediction folder (or list of folders, e.g. one per fold) against the labels.
 
     Returns a tidy DataFrame with columns case, method, fold, metric, value (fold is NA for cases that no
     fold tests). With allow_missing, `df.attrs["missing"]` maps each method to the cases it lacks.
@@ -224,11 +226,10 @@ def evaluate_folders(gt_dir: Path, pred_dirs: dict[str, Path], case_to_fold: dic
     """
     structure_3d(connectivity)  # validate before any work
     gt_dir = Path(gt_dir)
-    pred_dirs = {k: Path(v) for k, v in pred_dirs.items()}
     gt_cases, todo, missing = check_folders(gt_dir, pred_dirs, allow_missing)
     jobs = []
     for case in gt_cases:
-        preds = {m: pred_dirs[m] / (case + FILE_ENDING) for m in pred_dirs if case in set(todo[m])}
+        preds = {m: todo[m][case] for m in pred_dirs if case in todo[m]}
         if preds:
             jobs.append((case, gt_dir / (case + FILE_ENDING), preds, connectivity, compute_hd95))
     for m, miss in missing.items():

@@ -26,8 +26,8 @@ from nnunetv2_mfns.errors import MfnsInputError
 
 from . import figures
 from .counts import count_correlations, count_folders, COUNT_COLUMNS
-from .io import (FILE_ENDING, case_to_fold_from_splits, load_splits_file, load_subjects, prepare_out_dir,
-                 read_binary_mask, read_image)
+from .io import (FILE_ENDING, case_to_fold_from_splits, load_splits_file, load_subjects, prediction_files,
+                 prepare_out_dir, read_binary_mask, read_image)
 from .metrics import evaluate_folders
 from .stats import (METRIC_LABELS, method_order, paired_tests, stats_markdown, summary_markdown, summary_table)
 
@@ -44,11 +44,11 @@ def write_metric_tables(out_dir: Path, metrics: pd.DataFrame, reference: str = "
                         seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Writes metrics.csv, summary.csv, summary.md and stats.csv; returns (summary, tests)."""
     out_dir = Path(out_dir)
-    metrics.to_csv(out_dir / "metrics.csv", index=False, float_format="%.6g")
+    metrics.to_csv(out_dir / "metrics.csv", index=False, float_format="%.10g")
     summary = summary_table(metrics, reference)
-    summary.to_csv(out_dir / "summary.csv", index=False, float_format="%.6g")
+    summary.to_csv(out_dir / "summary.csv", index=False, float_format="%.10g")
     tests = paired_tests(metrics, reference, n_boot=n_boot, seed=seed)
-    tests.to_csv(out_dir / "stats.csv", index=False, float_format="%.6g")
+    tests.to_csv(out_dir / "stats.csv", index=False, float_format="%.10g")
     n_cases = metrics["case"].nunique()
     (out_dir / "summary.md").write_text(
         f"# Segmentation metrics (mean ± SD over cases)\n\n{summary_markdown(summary)}\n\n"
@@ -62,8 +62,8 @@ def write_metric_tables(out_dir: Path, metrics: pd.DataFrame, reference: str = "
 def write_count_tables(out_dir: Path, counts: pd.DataFrame) -> pd.DataFrame:
     """Writes counts.csv and correlations.csv; returns the correlations."""
     corr = count_correlations(counts)
-    counts.to_csv(Path(out_dir) / "counts.csv", index=False, float_format="%.6g")
-    corr.to_csv(Path(out_dir) / "correlations.csv", index=False, float_format="%.6g")
+    counts.to_csv(Path(out_dir) / "counts.csv", index=False, float_format="%.10g")
+    corr.to_csv(Path(out_dir) / "correlations.csv", index=False, float_format="%.10g")
     return corr
 
 
@@ -75,13 +75,9 @@ def _image_path(dataset_dir: Path, case: str) -> Path | None:
     return None
 
 
-def _load_case(case: str, gt_dir: Path, pred_dirs: dict[str, Path], dataset_dir: Path):
+def _load_case(case: str, gt_dir: Path, pred_files: dict[str, dict[str, Path]], dataset_dir: Path):
     gt, geom = read_binary_mask(Path(gt_dir) / (case + FILE_ENDING), role="label")
-    preds = {}
-    for m, d in pred_dirs.items():
-        p = Path(d) / (case + FILE_ENDING)
-        if p.is_file():
-            preds[m] = read_binary_mask(p)[0]
+    preds = {m: read_binary_mask(files[case])[0] for m, files in pred_files.items() if case in files}
     ip = _image_path(dataset_dir, case)
     img = read_image(ip)[0].astype(np.float32) if ip is not None else None
     if img is not None and img.shape != gt.shape:
@@ -116,7 +112,7 @@ def _fmt(x, digits=3):
     return "NaN" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
 
 
-def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path], subjects_json: Path | None,
+def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[Path]], subjects_json: Path | None,
                  splits_json: Path | None = None, reference_method: str = "MfNS_De", provenance: dict | None = None,
                  *, overwrite: bool = False, allow_missing: bool = False, compute_hd95: bool = False,
                  connectivity: int = 26, count_connectivity: int = 8, min_size: int = 1, n_boot: int = 10000,
@@ -129,7 +125,6 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path], subjec
     tested it. provenance: free-form {name: value} shown in the report (commands, seeds, versions).
     """
     gt_dir = Path(gt_dir)
-    pred_dirs = {k: Path(v) for k, v in pred_dirs.items()}
     subjects = load_subjects(subjects_json) if subjects_json is not None else None
     splits = load_splits_file(splits_json) if splits_json is not None else None
     case_to_fold = case_to_fold_from_splits(splits, str(splits_json)) if splits else None
@@ -140,6 +135,7 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path], subjec
     metrics = evaluate_folders(gt_dir, pred_dirs, case_to_fold, allow_missing=allow_missing,
                                compute_hd95=compute_hd95, connectivity=connectivity, num_workers=num_workers)
     missing = metrics.attrs.get("missing", {})
+    pred_files = prediction_files(pred_dirs)
     methods = method_order(metrics, reference_method)
     summary, tests = write_metric_tables(out_dir, metrics, reference_method, n_boot, seed)
 
@@ -154,7 +150,7 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path], subjec
     overlay_case = _pick_overlay_case(metrics, reference_method)
     panels, aspect = [], 1.0
     if overlay_case is not None:
-        gt, preds, img, geom = _load_case(overlay_case, gt_dir, pred_dirs, dataset_dir)
+        gt, preds, img, geom = _load_case(overlay_case, gt_dir, pred_files, dataset_dir)
         aspect = geom.spacing_zyx[1] / geom.spacing_zyx[2]
         rs = ((subjects or {}).get("subjects", {}).get(overlay_case) or {}).get("rating_slices") or {}
         slices = [(f"{overlay_case}, {r} rating slice {i}", i) for r, i in rs.items()
@@ -169,7 +165,7 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path], subjec
     figures.fig_overlays(panels, methods, out_dir / "fig4_overlays.png", aspect=aspect)
     rows = []
     for label, case in _burden_cases(metrics):
-        gt, preds, img, geom = _load_case(case, gt_dir, pred_dirs, dataset_dir)
+        gt, preds, img, geom = _load_case(case, gt_dir, pred_files, dataset_dir)
         aspect = geom.spacing_zyx[1] / geom.spacing_zyx[2]
         vol = float(metrics.loc[(metrics["case"] == case) & (metrics["metric"] == "vol_true_mm3"), "value"].iloc[0])
         rows.append({"title": f"{label}\n{case} ({vol:.0f} mm³)", "image": img, "gt": gt, "preds": preds})
@@ -206,7 +202,8 @@ def _report_markdown(*, gt_dir, pred_dirs, subjects_json, subjects, splits_json,
     L.append("- methods (prediction folders):")
     for m, d in pred_dirs.items():
         n = metrics.loc[metrics["method"] == m, "case"].nunique()
-        L.append(f"  - **{m}**: `{d}` ({n} cases" + (f"; missing: {', '.join(missing[m])}" if missing.get(m) else "") + ")")
+        d = ", ".join(f"`{x}`" for x in d) if isinstance(d, (list, tuple)) else f"`{d}`"
+        L.append(f"  - **{m}**: {d} ({n} cases" + (f"; missing: {', '.join(missing[m])}" if missing.get(m) else "") + ")")
     L += ["", "## Folds", ""]
     if splits is not None:
         L.append(f"From `{splits_json}` (seed {splits.get('seed')}, {splits.get('n_groups', len(splits['folds']))} groups). "

@@ -80,6 +80,8 @@ def test_count_rating_slices_with_region_files(tmp_path):
         count_rating_slices(mask, {"rating_slices": {"BG": 7}}, tmp_path, case="PVS_001")
     with pytest.raises(MfnsInputError, match="no rating_slices"):
         count_rating_slices(mask, {}, tmp_path, case="PVS_001")
+    write(region * 255, tmp_path / "regions" / "PVS_001_BG.nii.gz")  # 255-valued region masks work too
+    assert count_rating_slices(mask, subj, tmp_path)["BG"]["total"] == 4
     write(region[:, :-1], tmp_path / "regions" / "PVS_001_BG.nii.gz")
     with pytest.raises(MfnsInputError, match="PVS_001_BG.nii.gz: region mask BG shape"):
         count_rating_slices(mask, subj, tmp_path)
@@ -161,6 +163,19 @@ def test_count_folders_and_correlations(rated_dataset):
     assert row["spearman_rs"] == pytest.approx(stats.spearmanr(tot["M"], r1).statistic)
     cso = corr[(corr["region"] == "CSO") & (corr["x"] == "M") & (corr["y"] == "rater2")].iloc[0]
     assert cso["n"] == 0 and math.isnan(cso["spearman_rs"])  # rater2 has no CSO counts
+
+
+def test_truth_count_checked_against_true_counts(rated_dataset, caplog):
+    from nnunetv2_mfns.evaluation.io import load_subjects
+    ds, sj, pred, truth_bg = rated_dataset
+    doc = json.loads(sj.read_text())
+    doc["subjects"]["PVS_001"]["true_counts"] = {"BG": truth_bg[0]}
+    doc["subjects"]["PVS_002"]["true_counts"] = {"BG": truth_bg[1] + 5}
+    sj.write_text(json.dumps(doc))
+    with caplog.at_level("WARNING", logger="nnunetv2_mfns.evaluation.counts"):
+        count_folders(load_subjects(sj), ds, {"M": pred}, ds / "labelsTr")
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and warned[0].startswith("PVS_002: truth count")
 
 
 def test_count_folders_missing_prediction(rated_dataset):

@@ -263,3 +263,24 @@ def test_installed_console_script_reports_user_error(folders):
     assert r.returncode == 2
     lines = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "PVS_001.nii.gz: prediction has values other than 0/1" in lines[0]
+
+
+def test_one_folder_per_fold(folders):
+    """A method may come as several folders (e.g. nnU-Net predictions per fold); a case in two is an error."""
+    import shutil
+    from nnunetv2_mfns.evaluation.io import parse_named_dirs
+    root, gt_dir, preds, _ = folders
+    f0, f1 = root / "fold0", root / "fold1"
+    f0.mkdir()
+    f1.mkdir()
+    shutil.copy(preds["A"] / "PVS_001.nii.gz", f0)
+    shutil.copy(preds["A"] / "PVS_002.nii.gz", f1)
+    shutil.copy(preds["A"] / "PVS_003.nii.gz", f1)
+    split = parse_named_dirs([f"A={f0}", f"A={f1}", f"B={preds['B']}"])
+    assert split == {"A": [f0, f1], "B": preds["B"]}
+    a = evaluate_folders(gt_dir, split, progress=False)
+    b = evaluate_folders(gt_dir, preds, progress=False)
+    assert a.equals(b)
+    shutil.copy(preds["A"] / "PVS_002.nii.gz", f0)
+    with pytest.raises(MfnsInputError, match=r"fold1/PVS_002\.nii\.gz: case PVS_002 of method 'A' is also in .*fold0"):
+        evaluate_folders(gt_dir, split, progress=False)

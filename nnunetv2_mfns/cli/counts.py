@@ -18,7 +18,7 @@ from nnunetv2_mfns.errors import MfnsInputError
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mfns-counts", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     p.add_argument("--subjects", required=True, type=Path, help="subjects.json of the dataset")
-    p.add_argument("--pred", nargs="*", default=[], metavar="NAME=DIR", help="prediction folders, one per method")
+    p.add_argument("--pred", nargs="*", default=[], metavar="NAME=DIR", help="prediction folders (repeat a name to join folders, e.g. one per fold)")
     p.add_argument("--gt", type=Path, help="label folder: also count the ground truth")
     p.add_argument("--dataset-dir", type=Path,
                    help="folder the region_masks paths are relative to (default: the folder of subjects.json)")
@@ -57,10 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.min_size < 1:
             raise MfnsInputError(f"--min-size: must be >= 1, got {args.min_size}")
-        pred_dirs = parse_named_dirs(args.pred)
-        for m, d in pred_dirs.items():
-            if not d.is_dir():
-                raise MfnsInputError(f"{d}: prediction folder of method {m!r} not found")
+        pred_dirs = parse_named_dirs(args.pred)  # folders are checked when their files are listed
         if args.gt is not None and not args.gt.is_dir():
             raise MfnsInputError(f"{args.gt}: label folder not found")
         subjects = load_subjects(args.subjects)

@@ -18,7 +18,8 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments shared by mfns-evaluate and mfns-report."""
     p.add_argument("--gt", required=True, type=Path, help="label folder (e.g. DatasetXXX/labelsTr) with <case>.nii.gz")
     p.add_argument("--pred", required=True, nargs="+", metavar="NAME=DIR",
-                   help="one nnU-Net prediction folder per method, e.g. MfNS_De=preds/mfns nnUNet_3d=preds/3d")
+                   help="nnU-Net prediction folder of each method, e.g. MfNS_De=preds/mfns nnUNet_3d=preds/3d; repeat a "
+                        "name to join folders (one per fold: MfNS_De=f0 MfNS_De=f1 ...)")
     p.add_argument("--subjects", type=Path, help="subjects.json (rating slices, region masks, rater counts)")
     p.add_argument("--splits", type=Path, help="mfns_splits.json: fills the fold column (the fold that tested each case)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
