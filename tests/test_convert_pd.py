@@ -414,3 +414,19 @@ def test_library_refuses_inconsistent_inputs(bids: Path, tmp_path: Path) -> None
     with pytest.raises(MfnsInputError, match="--dataset-id: must be an integer between 1 and 999"):
         convert_pd_cohort(tmp_path / "raw", 1000, "X", bids_root=bids)
     assert not (tmp_path / "raw").exists()
+
+
+def test_mask_pattern_and_derivatives_name_select_masks(bids: Path, tmp_path: Path) -> None:
+    # A second derivatives folder makes the default search ambiguous; both options resolve it.
+    for i in range(1, 7):
+        _write(_mask(i + 1), bids / "derivatives" / "other" / f"sub-{i:03d}" / "anat" / f"sub-{i:03d}_PVS_mask.nii.gz")
+        _write(_mask(i + 2), bids / "derivatives" / "manual" / f"sub-{i:03d}_pvs.nii.gz")
+    ds = convert_pd_cohort(tmp_path / "a", 501, "A", bids_root=bids, derivatives_name="other", show_progress=False)
+    lab = sitk.GetArrayFromImage(sitk.ReadImage(str(ds / "labelsTr" / "PVS_002.nii.gz")))
+    np.testing.assert_array_equal(lab, _mask(3))
+    ds = convert_pd_cohort(tmp_path / "b", 501, "B", bids_root=bids, show_progress=False,
+                           mask_pattern="derivatives/manual/{subject}_pvs.nii.gz")
+    lab = sitk.GetArrayFromImage(sitk.ReadImage(str(ds / "labelsTr" / "PVS_002.nii.gz")))
+    np.testing.assert_array_equal(lab, _mask(4))
+    doc = json.loads((ds / "subjects.json").read_text())
+    assert doc["subjects"]["PVS_002"]["source"]["mask"] == str(bids / "derivatives" / "manual" / "sub-002_pvs.nii.gz")
