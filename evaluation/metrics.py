@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 from scipy.spatial import cKDTree
+from tqdm import tqdm
 
 from nnunetv2_mfns.errors import MfnsInputError
 
@@ -236,11 +237,6 @@ def evaluate_folders(gt_dir: Path, pred_dirs: dict[str, Path | list[Path]], case
         if miss:
             logger.warning("method %s: %d case(s) without prediction skipped: %s", m, len(miss), ", ".join(miss))
 
-    try:
-        from tqdm import tqdm
-    except ImportError:  # tqdm is a dependency; keep the library usable without it anyway
-        def tqdm(x, **_):
-            return x
     rows: list[tuple[str, str, str, float]] = []
     if num_workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=num_workers) as ex:

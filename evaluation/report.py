@@ -22,14 +22,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from nnunetv2_mfns.errors import MfnsInputError
-
 from . import figures
 from .counts import count_correlations, count_folders, COUNT_COLUMNS
 from .io import (FILE_ENDING, case_to_fold_from_splits, load_splits_file, load_subjects, prediction_files,
                  prepare_out_dir, read_binary_mask, read_image)
 from .metrics import evaluate_folders
-from .stats import (METRIC_LABELS, method_order, paired_tests, stats_markdown, summary_markdown, summary_table)
+from .stats import markdown_table, method_order, paired_tests, stats_markdown, summary_markdown, summary_table
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +209,6 @@ def _report_markdown(*, gt_dir, pred_dirs, subjects_json, subjects, splits_json,
         L.append("")
         rows = [[str(f["fold"]), str(f.get("test_group", "")), str(f.get("val_group", "")), str(len(f.get("train", []))),
                  str(len(f.get("val", []))), ", ".join(f.get("test", []))] for f in splits["folds"]]
-        from .stats import markdown_table
         L.append(markdown_table(["fold", "test group", "val group", "n train", "n val", "test cases"], rows))
         gs = splits.get("group_stats")
         if gs:
@@ -269,7 +266,6 @@ def _report_markdown(*, gt_dir, pred_dirs, subjects_json, subjects, splits_json,
                  f"and CSO rating slices; {tot['case'].nunique()} subjects. Per-hemisphere counts in "
                  "[counts.csv](counts.csv); agreement in [correlations.csv](correlations.csv). Bias = mean(x - y).")
         L.append("")
-        from .stats import markdown_table
         rows = []
         for _, r in corr.iterrows():
             p = r["spearman_p"]
