@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -239,7 +240,8 @@ def evaluate_folders(gt_dir: Path, pred_dirs: dict[str, Path | list[Path]], case
 
     rows: list[tuple[str, str, str, float]] = []
     if num_workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=num_workers) as ex:
+        # spawn, as nnU-Net's own evaluation does: forking a process that holds torch/OpenMP threads can hang
+        with ProcessPoolExecutor(max_workers=num_workers, mp_context=multiprocessing.get_context("spawn")) as ex:
             futures = [ex.submit(_evaluate_one_case, *j) for j in jobs]
             for f in tqdm(futures, desc="evaluate", disable=not progress):
                 rows.extend(f.result())
