@@ -180,6 +180,10 @@ def _four_d(root: Path) -> None:
     sitk.WriteImage(img, str(t2w_path(root, 2)))
 
 
+def _two_d(root: Path) -> None:
+    sitk.WriteImage(sitk.GetImageFromArray(_t2w(np.random.default_rng(3))[0]), str(t2w_path(root, 2)))
+
+
 def _bad_shape(root: Path) -> None:
     _write(np.zeros((6, 8, 9), np.uint8), mask_path(root, 3))
 
@@ -237,6 +241,7 @@ def _two_derivatives(root: Path) -> None:
 BAD_CASES = {
     "unreadable": (_garbage, "sub-002_T2w.nii.gz: T2w image is not a readable NIfTI"),
     "4d": (_four_d, "sub-002_T2w.nii.gz: T2w image is 4D with 2 volumes; pass --volume-index"),
+    "2d": (_two_d, "sub-002_T2w.nii.gz: T2w image is 2D; a 3D volume is required"),
     "shape": (_bad_shape, "sub-003_desc-PVS_mask.nii.gz: does not match T2w"),
     "spacing": (_bad_spacing, "spacing (0.5, 0.5, 2.1) != image spacing (0.5, 0.5, 2)"),
     "origin": (_bad_origin, "origin (0, 1, 0) != image origin (0, 0, 0)"),
@@ -430,3 +435,50 @@ def test_mask_pattern_and_derivatives_name_select_masks(bids: Path, tmp_path: Pa
     np.testing.assert_array_equal(lab, _mask(4))
     doc = json.loads((ds / "subjects.json").read_text())
     assert doc["subjects"]["PVS_002"]["source"]["mask"] == str(bids / "derivatives" / "manual" / "sub-002_pvs.nii.gz")
+
+
+def test_raw_writer_api_regions_and_refusals(tmp_path: Path) -> None:
+    """The reusable writer (also for the phantom): regions, lazy images, and refusal of bad cases."""
+    rng = np.random.default_rng(2)
+    img = sitk.GetImageFromArray(_t2w(rng).astype(np.float64))  # float64 in -> float32 out
+    img.SetSpacing(SPACING)
+    lab = sitk.GetImageFromArray(_mask(1))
+    lab.CopyInformation(img)
+    region = sitk.GetImageFromArray((np.arange(np.prod(SHAPE)).reshape(SHAPE) % 2).astype(np.int16))
+    region.CopyInformation(img)
+    loads = []
+
+    def lazy_image() -> sitk.Image:
+        loads.append(1)
+        return img
+
+    cases = [nnunet_raw.RawCase("PH_001", lazy_image, lab, metadata={"subject": "p1", "age": 70.0, "sex": "F",
+                                                                     "true_counts": {"BG": 1, "CSO": 0}},
+                                regions={"BG": region, "CSO": lambda: region})]
+    created = {"tool": "mfns-make-phantom", "version": "0.1.0", "seed": 3, "args": {}}
+    ds = nnunet_raw.write_nnunet_raw_dataset(tmp_path / "raw", 9, "Ph", cases, created, show_progress=False)
+    assert loads == [1]  # callables are materialised once, while writing
+    assert sitk.ReadImage(str(ds / "imagesTr" / "PH_001_0000.nii.gz")).GetPixelID() == sitk.sitkFloat32
+    bg = sitk.ReadImage(str(ds / "regions" / "PH_001_BG.nii.gz"))
+    assert bg.GetPixelID() == sitk.sitkUInt8 and (ds / "regions" / "PH_001_CSO.nii.gz").is_file()
+    entry = json.loads((ds / "subjects.json").read_text())["subjects"]["PH_001"]
+    assert entry["region_masks"] == {"BG": "regions/PH_001_BG.nii.gz", "CSO": "regions/PH_001_CSO.nii.gz"}
+    assert entry["true_counts"] == {"BG": 1, "CSO": 0} and entry["set"] == "train"
+    assert json.loads((ds / "subjects.json").read_text())["created_by"]["seed"] == 3
+
+    bad_label = sitk.GetImageFromArray(_mask(1, value=2))
+    bad_label.CopyInformation(img)
+    shifted = sitk.GetImageFromArray(_mask(1))
+    shifted.SetSpacing((0.5, 0.5, 3.0))
+    for bad_cases, message in [
+        ([nnunet_raw.RawCase("PH_1", img, lab)], "case id must look like PREFIX_NNN"),
+        ([nnunet_raw.RawCase("PH_001", img, None)], "training case without a label"),
+        ([nnunet_raw.RawCase("PH_001", img, lab), nnunet_raw.RawCase("PH_001", img, lab)], "duplicate case id"),
+        ([nnunet_raw.RawCase("PH_001", img, lab, regions={"WM": region})], "unknown region 'WM'"),
+        ([nnunet_raw.RawCase("PH_001", img, bad_label)], "label of PH_001: label values must be 0/1"),
+        ([nnunet_raw.RawCase("PH_001", img, shifted)], "label of PH_001: spacing (0.5, 0.5, 3) != image spacing"),
+    ]:
+        with pytest.raises(MfnsInputError) as e:
+            nnunet_raw.write_nnunet_raw_dataset(tmp_path / "raw2", 9, "Ph", bad_cases, created, show_progress=False)
+        assert message in str(e.value)
+        assert not (tmp_path / "raw2").exists() or list((tmp_path / "raw2").iterdir()) == []

@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from nnunetv2_mfns.cli.make_splits import main as splits_main
-from nnunetv2_mfns.dataset_conversion.nnunet_raw import RawCase, write_nnunet_raw_dataset
+from nnunetv2_mfns.dataset_conversion.pd_cohort import convert_pd_cohort
 from nnunetv2_mfns.dataset_conversion.splits import (load_splits, make_age_stratified_splits, nnunet_splits,
                                                      write_splits)
 from nnunetv2_mfns.errors import MfnsInputError
@@ -135,23 +135,27 @@ def test_write_and_load_splits(tmp_path: Path) -> None:
 
 
 def _tiny_dataset(raw_root: Path, dataset_id: int, n: int) -> Path:
-    """A converted dataset written through the shared raw-dataset writer (tiny 6x16x16 volumes)."""
+    """A tiny cohort (6x16x16 volumes, CSV manifest, one unlabeled scan) converted with the PD converter,
+    so the stock-nnU-Net check below also proves the converter's output passes nnU-Net's own checks."""
     rng = np.random.default_rng(dataset_id)
-    cases = []
-    for i in range(1, n + 1):
+    src = raw_root.parent / f"cohort{dataset_id}"
+    src.mkdir(parents=True)
+    rows = ["subject,t2w,mask,age,sex"]
+    for i in range(1, n + 2):
         img = sitk.GetImageFromArray(rng.normal(400, 20, (6, 16, 16)).astype(np.float32))
         img.SetSpacing((0.5, 0.5, 2.0))
+        sitk.WriteImage(img, str(src / f"s{i}_T2w.nii.gz"))
+        if i > n:
+            break  # the last scan is unlabeled and goes to imagesTs
         lab_arr = np.zeros((6, 16, 16), np.uint8)
         lab_arr[2:4, 5 + i % 5, 6:9] = 1
         lab = sitk.GetImageFromArray(lab_arr)
         lab.CopyInformation(img)
-        cases.append(RawCase(case_id=f"PVS_{i:03d}", image=img, label=lab,
-                             metadata={"subject": f"sub-{i:03d}", "age": float(PAPER_AGES[i * 3 % 20]),
-                                       "sex": "F" if i % 2 else "M"}))
-    cases.append(RawCase(case_id=f"PVS_{n + 1:03d}", image=img, subset="test",
-                         metadata={"subject": "sub-999", "age": None, "sex": None}))
-    return write_nnunet_raw_dataset(raw_root, dataset_id, "SplitTest", cases,
-                                    {"tool": "test", "version": "0", "seed": None, "args": {}}, show_progress=False)
+        sitk.WriteImage(lab, str(src / f"s{i}_mask.nii.gz"))
+        rows.append(f"s{i},s{i}_T2w.nii.gz,s{i}_mask.nii.gz,{PAPER_AGES[i * 3 % 20]},{'F' if i % 2 else 'M'}")
+    (src / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return convert_pd_cohort(raw_root, dataset_id, "SplitTest", manifest=src / "manifest.csv",
+                             test_scans=str(src / f"s{n + 1}_T2w.nii.gz"), show_progress=False)
 
 
 def test_make_splits_cli_and_stock_nnunet_reads_them(tmp_path: Path, monkeypatch, capsys) -> None:
@@ -167,7 +171,8 @@ def test_make_splits_cli_and_stock_nnunet_reads_them(tmp_path: Path, monkeypatch
     assert "age-stratified splits: 5 groups, seed 3" in out and "age mean" in out and "fold 4: test = group 4" in out
     pre = tmp_path / "pre" / "Dataset502_SplitTest"
     splits = load_splits(pre)
-    assert sorted(c for g in splits["groups"] for c in g) == [f"PVS_{i:03d}" for i in range(1, 7)]  # test case excluded
+    assert sorted(c for g in splits["groups"] for c in g) == [f"PVS_{i:03d}" for i in range(1, 7)]
+    assert (raw / "imagesTs" / "PVS_007_0000.nii.gz").is_file()  # the unlabeled scan is not in any fold
     assert load_splits(raw) == splits
     assert splits_main(["-d", "Dataset502_SplitTest", "--seed", "3"]) == 2
     assert "splits already exist; pass --overwrite" in capsys.readouterr().err
