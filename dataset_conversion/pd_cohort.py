@@ -25,6 +25,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
+from tqdm import tqdm
 
 from nnunetv2_mfns.errors import MfnsInputError
 
@@ -452,7 +453,6 @@ def convert_pd_cohort(output_dir: str | Path, dataset_id: int, dataset_name: str
             scan.age, scan.sex = parse_age(row["age"]), normalise_sex(row["sex"])
 
     # The files themselves: one subject at a time, so memory stays at one image pair.
-    from tqdm import tqdm
     for entry in tqdm(cohort.subjects, desc="checking subjects", unit="subject", disable=not show_progress):
         _check_subject_files(entry, pvs_values, volume_index, problems)
     for scan in tests:
