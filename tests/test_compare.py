@@ -1,0 +1,254 @@
+"""mfns-compare (issue 7): dry run, bad input, SLURM emission, state, and one end-to-end run on a tiny
+phantom through the real console scripts, rerun without retraining, and resume of interrupted training."""
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tiny_dataset import make_tiny_dataset, nnunet_env
+
+from nnunetv2_mfns.cli.compare import main
+from nnunetv2_mfns.errors import MfnsInputError
+from nnunetv2_mfns.orchestration.methods import parse_method_spec, resolve_methods
+from nnunetv2_mfns.orchestration.state import STATE_FILE, CompareState
+
+BIN = Path(sys.executable).parent
+AGES = [45.0, 52.0, 58.0, 61.0, 64.0, 67.0, 70.0, 77.0]
+
+
+def _tiny_dataset_with_subjects(raw_root: Path, dataset_id: int = 990) -> Path:
+    base, name = make_tiny_dataset(raw_root, dataset_id=dataset_id, n_train=len(AGES), n_test=0, seed=1)
+    subjects = {"schema": "nnunetv2_mfns.subjects/1", "dataset_name": name,
+                "subjects": {f"tiny_{i:03d}": {"subject": f"sub-{i:03d}", "age": a, "sex": "FM"[i % 2], "set": "train"}
+                             for i, a in enumerate(AGES)}}
+    (base / "subjects.json").write_text(json.dumps(subjects))
+    return base
+
+
+@pytest.fixture
+def nnunet_dirs(tmp_path, monkeypatch):
+    env = nnunet_env(tmp_path)
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(var, env[var])
+    return env
+
+
+def _snapshot(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+def test_dry_run_prints_exactly_the_commands(tmp_path, nnunet_dirs, capsys):
+    raw = _tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
+    before = _snapshot(Path(nnunet_dirs["nnUNet_raw"]))
+    workdir = tmp_path / "work"
+    rc = main(["--dataset", "990", "--methods", "MfNS_De,nnUNet_3d,nnUNet_2d", "--budget", "ci", "--folds", "0,2",
+               "--device", "cpu", "--workdir", str(workdir), "--dry-run"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    commands = [shlex.split(line) for line in out.splitlines() if line.strip() and not line.startswith("#")]
+    for cmd in commands:
+        if cmd[0] == "export":
+            assert "=" in cmd[1]
+            continue
+        if os.path.isabs(cmd[0]):
+            assert Path(cmd[0]).parent == BIN and os.access(cmd[0], os.X_OK), cmd[0]
+        else:
+            assert cmd[0] in ("mkdir", "ln") and shutil.which(cmd[0]), cmd
+    by_tool = {}
+    for cmd in commands:
+        by_tool.setdefault(Path(cmd[0]).name, []).append(cmd)
+    assert len(by_tool["mfns-make-splits"]) == 1 and len(by_tool["nnUNetv2_plan_and_preprocess"]) == 1
+    plan = by_tool["nnUNetv2_plan_and_preprocess"][0]
+    assert plan[plan.index("-c") + 1:plan.index("-c") + 3] == ["2d", "3d_fullres"]
+    trains = {(c[2], c[3], c[c.index("-tr") + 1]) for c in by_tool["nnUNetv2_train"]}
+    assert trains == {(conf, fold, tr) for fold in ("0", "2") for conf, tr in
+                      [("2d", "nnUNetTrainerMfNSDe_ci"), ("3d_fullres", "nnUNetTrainer_ci"), ("2d", "nnUNetTrainer_ci")]}
+    assert all("--c" not in c for c in by_tool["nnUNetv2_train"])  # nothing trained yet
+    assert len(by_tool["nnUNetv2_predict"]) == 6 and all("--disable_tta" in c for c in by_tool["nnUNetv2_predict"])
+    # the links are exactly each fold's test group, as mfns-make-splits will write it
+    from nnunetv2_mfns.dataset_conversion.splits import splits_from_subjects
+    splits = splits_from_subjects(json.loads((raw / "subjects.json").read_text()), seed=0)
+    for fold in (0, 2):
+        linked = sorted(Path(c[3]).name for c in by_tool["ln"] if Path(c[3]).parent.name == f"fold_{fold}")
+        assert linked == sorted(f"{case}_0000.nii.gz" for case in splits["folds"][fold]["test"])
+    report = by_tool["mfns-report"][0]
+    assert report[report.index("--reference") + 1] == "MfNS_De" and "--allow-missing" in report
+    # a dry run does no work
+    assert not workdir.exists()
+    assert _snapshot(Path(nnunet_dirs["nnUNet_raw"])) == before
+
+
+def test_bad_input_fails_before_any_work(tmp_path, nnunet_dirs, monkeypatch, capsys):
+    _tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
+    workdir = tmp_path / "work"
+    base = ["--dataset", "990", "--budget", "ci", "--device", "cpu", "--workdir", str(workdir)]
+
+    assert main(base + ["--methods", "MfNS_De,nnUNetTrainerNoSuchThing"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "nnUNetTrainerNoSuchThing_ci" in err and len(err.strip().splitlines()) == 1
+    # a real class without a budget variant: named, with the way out
+    assert main(base + ["--methods", "nnUNetTrainer_5epochs"]) == 2
+    assert "--budget full" in capsys.readouterr().err
+    assert main(base + ["--methods", "MfNS_De", "--folds", "0,7"]) == 2
+    assert "--folds" in capsys.readouterr().err
+
+    # a workdir that belongs to another dataset
+    workdir.mkdir()
+    CompareState.load_or_create(workdir, "Dataset777_Other").start_run({"argv": "x"})
+    assert main(base + ["--methods", "MfNS_De"]) == 2
+    err = capsys.readouterr().err
+    assert "Dataset777_Other" in err and STATE_FILE in err
+
+    monkeypatch.delenv("nnUNet_results")
+    assert main(base[:-1] + [str(tmp_path / "work2"), "--methods", "MfNS_De"]) == 2
+    assert "$nnUNet_results is not set" in capsys.readouterr().err
+
+    # nothing was started: no splits, no preprocessing, no second workdir
+    assert not (Path(nnunet_dirs["nnUNet_raw"]) / "Dataset990_Tiny" / "mfns_splits.json").exists()
+    assert not any(Path(nnunet_dirs["nnUNet_preprocessed"]).iterdir())
+    assert not (tmp_path / "work2").exists()
+    assert sorted(p.name for p in workdir.iterdir()) == [STATE_FILE]
+
+
+def test_unknown_method_through_console_script(tmp_path):
+    env = nnunet_env(tmp_path)
+    proc = subprocess.run([BIN / "mfns-compare", "--phantom", "--n-subjects", "5", "--methods", "MfNS_Dee",
+                           "--budget", "ci", "--device", "cpu", "--workdir", tmp_path / "w"],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "error: --methods 'MfNS_Dee'" in proc.stderr
+    assert not (tmp_path / "w").exists() and not any(Path(env["nnUNet_raw"]).iterdir())
+
+
+def test_method_resolution():
+    assert parse_method_spec("MfNS_De") == ("MfNS_De", "2d", "nnUNetTrainerMfNSDe")
+    assert parse_method_spec("nnUNet_3d") == ("nnUNet_3d", "3d_fullres", "nnUNetTrainer")
+    assert parse_method_spec("nnUNetTrainerMfNSDe_NoHF") == ("nnUNetTrainerMfNSDe_NoHF", "2d", "nnUNetTrainerMfNSDe_NoHF")
+    assert parse_method_spec("nnUNetTrainerMfNSDe_NoHF@3d_fullres")[1] == "3d_fullres"
+    with pytest.raises(MfnsInputError, match="configuration"):
+        parse_method_spec("nnUNetTrainer@3d_lowres")
+    methods = resolve_methods(["MfNS_De", "UNet2D", "nnUNetTrainerMfNSDe_NoAttention"], "demo")
+    assert [m.trainer for m in methods] == ["nnUNetTrainerMfNSDe_demo", "nnUNetTrainerUNet2D_PaperRecipe_demo",
+                                            "nnUNetTrainerMfNSDe_NoAttention_demo"]
+    assert resolve_methods(["nnUNet_2d"], "full")[0].trainer == "nnUNetTrainer"
+    with pytest.raises(MfnsInputError, match="twice"):
+        resolve_methods(["MfNS_De", "MfNS_De"], "ci", find_class=lambda n: object)
+    with pytest.raises(MfnsInputError, match="same model"):
+        resolve_methods(["MfNS_De", "nnUNetTrainerMfNSDe"], "ci", find_class=lambda n: object)
+
+
+def test_emit_slurm_scripts_with_dependencies(tmp_path, nnunet_dirs, capsys):
+    _tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
+    out = tmp_path / "slurm"
+    argv = ["--dataset", "990", "--methods", "MfNS_De,nnUNet_3d", "--budget", "short", "--folds", "0,1",
+            "--device", "cuda", "--workdir", str(tmp_path / "work"), "--emit-slurm", str(out),
+            "--slurm-header=--time=12:00:00"]
+    assert main(argv) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["prepare.sbatch", "report.sbatch", "submit.sh"] +
+                           [f"{m}_fold{f}.sbatch" for m in ("MfNS_De", "nnUNet_3d") for f in (0, 1)])
+    fold = (out / "nnUNet_3d_fold1.sbatch").read_text()
+    assert "#SBATCH --gres=gpu:1" in fold and "#SBATCH --time=12:00:00" in fold
+    assert f"export nnUNet_results={nnunet_dirs['nnUNet_results']}" in fold
+    cmds = [shlex.split(line) for line in fold.splitlines() if line.startswith(str(BIN))]
+    assert [Path(c[0]).name for c in cmds] == ["nnUNetv2_train", "nnUNetv2_predict"]
+    assert cmds[0][1:4] == ["990", "3d_fullres", "1"] and "--c" in cmds[0] and "cuda" in cmds[0]
+    assert "--stage prepare" in (out / "prepare.sbatch").read_text()
+    assert "--overwrite" not in (out / "report.sbatch").read_text()
+    for p in out.iterdir():
+        assert subprocess.run(["bash", "-n", str(p)]).returncode == 0, p.name
+    # run submit.sh against a fake sbatch that logs its arguments and hands out job ids
+    fake = tmp_path / "fakebin"
+    fake.mkdir()
+    log = tmp_path / "sbatch.log"
+    (fake / "sbatch").write_text(f'#!/bin/bash\nn=$(($(wc -l < {log} 2>/dev/null || echo 0) + 100))\n'
+                                 f'echo "$n $*" >> {log}\necho $n\n')
+    (fake / "sbatch").chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake}:{os.environ['PATH']}")
+    assert subprocess.run(["bash", str(out / "submit.sh")], env=env, capture_output=True).returncode == 0
+    jobs = [line.split() for line in log.read_text().splitlines()]
+    assert jobs[0][1:] == ["--parsable", "prepare.sbatch"]
+    assert all(j[2] == "--dependency=afterok:100" for j in jobs[1:5])
+    assert jobs[5][2] == "--dependency=afterok:101:102:103:104" and jobs[5][3] == "report.sbatch"
+    # refuses to overwrite the scripts
+    assert main(argv) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+def test_state_file_records_and_rejects_other_dataset(tmp_path):
+    st = CompareState.load_or_create(tmp_path, "Dataset501_PVSPhantom")
+    st.start_run({"argv": "mfns-compare --demo", "budget": "demo", "methods": ["MfNS_De"]})
+    rec = st.begin_step({"name": "train_x", "kind": "train", "command": "nnUNetv2_train 501 2d 0"})
+    st.end_step(rec, 0)
+    st.skip_step({"name": "predict_x", "kind": "predict"}, "exists")
+    doc = json.loads((tmp_path / STATE_FILE).read_text())
+    assert doc["dataset"] == "Dataset501_PVSPhantom" and doc["budget"] == "demo"
+    assert doc["steps"][0]["returncode"] == 0 and doc["steps"][0]["wall_s"] >= 0 and doc["steps"][0]["end"]
+    assert doc["steps"][1]["skipped"] == "exists"
+    with pytest.raises(MfnsInputError, match="Dataset502_Other"):
+        CompareState.load_or_create(tmp_path, "Dataset502_Other")
+    assert CompareState.load_or_create(tmp_path, "Dataset501_PVSPhantom").doc["steps"]  # same dataset: kept
+
+
+def _compare(env, workdir, log_name):
+    cmd = [str(BIN / "mfns-compare"), "--phantom", "--n-subjects", "5", "--profile", "demo", "--seed", "3",
+           "--methods", "MfNS_De,nnUNet_3d", "--budget", "ci", "--folds", "0", "--device", "cpu",
+           "--workdir", str(workdir)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    (workdir.parent / log_name).write_text(proc.stdout + "\n---stderr---\n" + proc.stderr)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def _run_steps(workdir):
+    """Steps recorded by the latest call of mfns-compare."""
+    doc = json.loads((workdir / STATE_FILE).read_text())
+    started = doc["runs"][-1]["started"]
+    return [s for s in doc["steps"] if (s.get("start") or s.get("at")) >= started]
+
+
+def test_end_to_end_rerun_and_resume(tmp_path):
+    env = nnunet_env(tmp_path)
+    workdir = tmp_path / "work"
+    first = _compare(env, workdir, "run1.log")
+    report = workdir / "report" / "report.md"
+    assert f"report: {report}" in first.stdout and report.is_file()
+    text = report.read_text()
+    assert "MfNS_De" in text and "nnUNet_3d" in text and "nnUNetv2_train" in text
+    steps = _run_steps(workdir)
+    assert {s["name"] for s in steps if s.get("returncode") == 0} >= {
+        "phantom", "splits", "plan_and_preprocess", "train_MfNS_De_fold0", "predict_MfNS_De_fold0",
+        "train_nnUNet_3d_fold0", "predict_nnUNet_3d_fold0", "report"}
+    model = (Path(env["nnUNet_results"]) / "Dataset501_PVSPhantom" / "nnUNetTrainerMfNSDe_ci__nnUNetPlans__2d"
+             / "fold_0")
+    assert (model / "checkpoint_final.pth").is_file()
+    prov = json.loads((workdir / "provenance.json").read_text())
+    assert prov["versions"]["nnunetv2"] and prov["versions"]["torch"] and "1 epochs x 2" in prov["training budget"]
+
+    # second call: nothing is retrained or re-predicted, and it says so
+    final_mtime = (model / "checkpoint_final.pth").stat().st_mtime_ns
+    second = _compare(env, workdir, "run2.log")
+    steps = _run_steps(workdir)
+    assert all("skipped" in s for s in steps), [s["name"] for s in steps if "skipped" not in s]
+    assert {s["name"] for s in steps} >= {"train_MfNS_De_fold0", "train_nnUNet_3d_fold0", "predict_MfNS_De_fold0"}
+    assert "skip train_MfNS_De_fold0" in second.stdout
+    assert (model / "checkpoint_final.pth").stat().st_mtime_ns == final_mtime
+
+    # interrupted training: nnU-Net leaves checkpoint_latest.pth and no checkpoint_final.pth. The ci budget
+    # has one epoch, so we make that state exactly (the final checkpoint is an epoch-end checkpoint too).
+    (model / "checkpoint_final.pth").rename(model / "checkpoint_latest.pth")
+    third = _compare(env, workdir, "run3.log")
+    steps = {s["name"]: s for s in _run_steps(workdir)}
+    train = steps["train_MfNS_De_fold0"]
+    assert train["returncode"] == 0 and train["resumed"] is True
+    assert shlex.split(train["command"])[-1] == "--c"
+    assert "resuming interrupted training" in third.stdout
+    assert "skipped" in steps["train_nnUNet_3d_fold0"]
+    assert steps["predict_MfNS_De_fold0"]["returncode"] == 0  # new weights -> new predictions
+    assert steps["report"]["returncode"] == 0
+    assert (model / "checkpoint_final.pth").is_file() and not (model / "checkpoint_latest.pth").exists()
