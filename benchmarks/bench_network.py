@@ -294,7 +294,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and input (default 0)")
     parser.add_argument("--out", default="docs/results/network_benchmark.md", help="Markdown file to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    parser.add_argument("--reps", type=int, default=5, help="timed steps per model (default 5)")
+    parser.add_argument("--reps", type=int, default=3, help="timed steps per model (default 3; keeps the run < 5 min on the shared 2-core box)")
     parser.add_argument("--batch", type=int, default=2, help="batch size (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared machine)")
     parser.add_argument("--memory-worker", nargs=2, metavar=("PLAN", "MODEL"), help=argparse.SUPPRESS)
