@@ -78,6 +78,13 @@ def test_dry_run_prints_exactly_the_commands(tmp_path, nnunet_dirs, capsys):
         assert linked == sorted(f"{case}_0000.nii.gz" for case in splits["folds"][fold]["test"])
     report = by_tool["mfns-report"][0]
     assert report[report.index("--reference") + 1] == "MfNS_De" and "--allow-missing" in report
+    # the test checkpoint and TTA are options; best = nnU-Net's checkpoint chosen on the validation group
+    assert main(["--dataset", "990", "--methods", "MfNS_De", "--budget", "ci", "--folds", "1", "--device", "cpu",
+                 "--workdir", str(workdir), "--dry-run", "--checkpoint", "best", "--tta"]) == 0
+    predict = [shlex.split(line) for line in capsys.readouterr().out.splitlines() if "nnUNetv2_predict" in line]
+    assert len(predict) == 1 and "--disable_tta" not in predict[0]
+    assert predict[0][predict[0].index("-chk") + 1] == "checkpoint_best.pth"
+    assert "predictions_best" in predict[0][predict[0].index("-o") + 1]
     # a dry run does no work
     assert not workdir.exists()
     assert _snapshot(Path(nnunet_dirs["nnUNet_raw"])) == before
@@ -113,6 +120,24 @@ def test_bad_input_fails_before_any_work(tmp_path, nnunet_dirs, monkeypatch, cap
     assert not any(Path(nnunet_dirs["nnUNet_preprocessed"]).iterdir())
     assert not (tmp_path / "work2").exists()
     assert sorted(p.name for p in workdir.iterdir()) == [STATE_FILE]
+
+
+def test_failing_step_stops_and_names_its_log(tmp_path, nnunet_dirs, capsys):
+    raw = _tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
+    doc = json.loads((raw / "subjects.json").read_text())
+    doc["subjects"]["tiny_003"]["age"] = None  # mfns-make-splits (the first step) refuses this
+    (raw / "subjects.json").write_text(json.dumps(doc))
+    workdir = tmp_path / "work"
+    assert main(["--dataset", "990", "--methods", "MfNS_De", "--budget", "ci", "--device", "cpu",
+                 "--workdir", str(workdir)]) == 1
+    err = capsys.readouterr().err
+    log = workdir / "logs" / "splits.log"
+    assert f"error: step splits failed (exit code 2); see {log}" in err
+    assert "tiny_003" in log.read_text()
+    state = json.loads((workdir / STATE_FILE).read_text())
+    assert [(s["name"], s["returncode"]) for s in state["steps"]] == [("splits", 2)]
+    assert state["runs"][-1]["status"].startswith("failed")
+    assert not any(Path(nnunet_dirs["nnUNet_preprocessed"]).iterdir())  # stopped before preprocessing
 
 
 def test_unknown_method_through_console_script(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -43,6 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="training budget appended to every method's trainer, equal for all (default full; demo: demo)")
     run.add_argument("--folds", help="comma-separated folds (default 0,1,2,3,4)")
     run.add_argument("--seed", type=int, help="seed of the phantom, the splits and the report's bootstrap (default 0)")
+    run.add_argument("--checkpoint", choices=["final", "best"], default="final",
+                     help="checkpoint used on the test group: final (last epoch, default) or best (nnU-Net's "
+                          "checkpoint_best.pth, selected on the fold's validation group)")
     run.add_argument("--tta", action="store_true", help="test-time augmentation (mirroring) at prediction; default off")
     ex = p.add_argument_group("execution")
     ex.add_argument("--device", choices=["cpu", "cuda"], help="default cuda if available, else cpu (demo: cpu)")
@@ -105,6 +109,7 @@ def make_config(args: argparse.Namespace):
                          folds=_int_list(pick("folds"), "--folds"), device=device, gpus=gpus, seed=seed,
                          dataset=args.dataset, phantom=phantom, n_subjects=n_subjects, profile=pick("profile"),
                          phantom_id=args.phantom_id, phantom_name=args.phantom_name, tta=args.tta,
+                         checkpoint=args.checkpoint,
                          overwrite=args.overwrite, demo=args.demo, env=env)
 
 
@@ -120,7 +125,13 @@ def canonical_argv(cfg) -> list[str]:
         argv += ["--dataset", str(cfg.dataset)]
     argv += ["--methods", ",".join(cfg.method_specs), "--budget", cfg.budget, "--folds", ",".join(map(str, cfg.folds)),
              "--seed", str(cfg.seed), "--device", cfg.device, "--workdir", str(cfg.workdir)]
-    return argv + (["--tta"] if cfg.tta else [])
+    return argv + (["--tta"] if cfg.tta else []) + ["--checkpoint", cfg.checkpoint]
+
+
+def _terminate_as_interrupt(signum, frame):
+    # SLURM and `kill` send SIGTERM: stop the running child and record the step like Ctrl-C does,
+    # instead of dying and leaving an orphaned nnUNetv2_train behind
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         say(f"mfns-compare: dataset {pipe.name}, methods {', '.join(m.name for m in cfg.methods)}, budget "
             f"{cfg.budget}, folds {','.join(map(str, cfg.folds))}, device {cfg.device}; workdir {pipe.workdir}")
-        report = pipe.run([exe("mfns-compare")] + raw_argv, stage=args.stage)
+        previous = signal.signal(signal.SIGTERM, _terminate_as_interrupt)
+        try:
+            report = pipe.run([exe("mfns-compare")] + raw_argv, stage=args.stage)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     except MfnsInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

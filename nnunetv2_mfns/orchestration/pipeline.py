@@ -59,6 +59,7 @@ class CompareConfig:
     phantom_id: int = 501
     phantom_name: str = "PVSPhantom"
     tta: bool = False
+    checkpoint: str = "final"                # final | best (nnU-Net's checkpoint_best.pth, chosen on the validation group)
     overwrite: bool = False
     demo: bool = False
     n_groups: int = 5
@@ -173,6 +174,8 @@ class Pipeline:
             raise MfnsInputError(f"--folds: a fold is given twice: {cfg.folds}")
         if cfg.device not in ("cpu", "cuda"):
             raise MfnsInputError(f"--device {cfg.device!r}: must be cpu or cuda")
+        if cfg.checkpoint not in ("final", "best"):
+            raise MfnsInputError(f"--checkpoint {cfg.checkpoint!r}: must be final or best")
         if cfg.gpus and cfg.device != "cuda":
             raise MfnsInputError("--gpus needs --device cuda")
         if self.workdir.exists() and not self.workdir.is_dir():
@@ -225,7 +228,9 @@ class Pipeline:
         return self.workdir / "test_inputs" / f"fold_{fold}"
 
     def prediction_dir(self, m: Method, fold: int) -> Path:
-        return self.workdir / "predictions" / m.name / f"fold_{fold}"
+        # predictions of the two checkpoints live apart, so switching --checkpoint never mixes them
+        top = "predictions" if self.cfg.checkpoint == "final" else f"predictions_{self.cfg.checkpoint}"
+        return self.workdir / top / m.name / f"fold_{fold}"
 
     def train_cmd(self, m: Method, fold: int, resume: bool) -> list[str]:
         cmd = [exe("nnUNetv2_train"), self.dataset_id, m.configuration, str(fold), "-tr", m.trainer,
@@ -236,6 +241,7 @@ class Pipeline:
         cmd = [exe("nnUNetv2_predict"), "-i", str(self.test_input_dir(fold)), "-o", str(self.prediction_dir(m, fold)),
                "-d", self.dataset_id, "-c", m.configuration, "-f", str(fold), "-tr", m.trainer, "-device", self.cfg.device]
         cmd += [] if self.cfg.tta else ["--disable_tta"]
+        cmd += [] if self.cfg.checkpoint == "final" else ["-chk", f"checkpoint_{self.cfg.checkpoint}.pth"]
         return cmd + ["-npp", "1", "-nps", "1"]
 
     @property
@@ -497,6 +503,8 @@ class Pipeline:
             "seeds": {"phantom": c.seed if c.phantom else None, "splits": c.seed, "report bootstrap": c.seed,
                       "training": "nnU-Net default (not seeded by nnU-Net)"},
             "test-time augmentation": "on (nnU-Net mirroring)" if c.tta else "off (--disable_tta)",
+            "checkpoint used for testing": "checkpoint_final.pth (last epoch)" if c.checkpoint == "final" else
+            "checkpoint_best.pth (best EMA pseudo-Dice on the fold's validation group)",
             "device": self.device_description(),
             "versions": {"nnunetv2": version("nnunetv2"), "torch": version("torch"), "nnunetv2_mfns": __version__,
                          "python": platform.python_version()},
