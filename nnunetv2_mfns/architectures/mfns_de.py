@@ -34,6 +34,10 @@ receptive field is far beyond what a 1-3 mm perivascular space needs, and keepin
 tail would reintroduce the 512-wide bottleneck weights. ``n_rows`` and ``ds_strides`` expose what was
 built; ``get_deep_supervision_scales()`` gives the matching nnU-Net deep-supervision scales, which the
 trainer must use instead of nnU-Net's default (that one assumes ``n_stages - 1`` outputs).
+Measured with the defaults on nnU-Net's 7-stage 32..512 2d plan (benchmarks/bench_network.py,
+docs/results/network_benchmark.md, 256x256): 6.8 M parameters (0.20x PlainConvUNet), 38.8 GMACs
+(2.6x), about 3.2x the forward+backward CPU time and 3.7x the activation memory. The width cap mostly
+saves parameters; the compute sits in the full-resolution row, which the cap does not touch.
 
 Output sizes. Row shapes follow the strided convs (ceil division). nnU-Net makes the deep-supervision
 targets with ``round(size * scale)`` (``DownsampleSegForDSTransform``); where the two differ (only for
