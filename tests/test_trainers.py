@@ -1,0 +1,171 @@
+"""Trainer recipe checks (no data loading): hooks give the paper's recipe, DS counts match, and it learns."""
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from nnunetv2_mfns.trainers import (nnUNetTrainerMfNSDe, nnUNetTrainerMfNSDe_50epochs, nnUNetTrainerMfNSDe_ci,
+                                    nnUNetTrainerMfNSDe_NoAttention, nnUNetTrainerMfNSDe_NoDS,
+                                    nnUNetTrainerMfNSDe_NoHF, nnUNetTrainerMfNSDe_nnUNetRecipe,
+                                    nnUNetTrainerUNet2D_PaperRecipe)
+from nnunetv2_mfns.transforms import DownsampleSegForDSTransformHF
+
+DATASET_JSON = {"channel_names": {"0": "T2"}, "labels": {"background": 0, "PVS": 1}, "numTraining": 6,
+                "file_ending": ".nii.gz"}
+
+
+def make_plans(n_stages=5, patch=(64, 64), strides=None, arch_class="dynamic_network_architectures.architectures.unet.PlainConvUNet"):
+    strides = strides or [[1, 1]] + [[2, 2]] * (n_stages - 1)
+    feats = [min(32 * 2 ** i, 512) for i in range(n_stages)]
+    conf = {
+        "data_identifier": "nnUNetPlans_2d", "preprocessor_name": "DefaultPreprocessor", "batch_size": 12,
+        "patch_size": list(patch), "median_image_size_in_voxels": list(patch), "spacing": [0.5, 0.5],
+        "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False],
+        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
+        "architecture": {"network_class_name": arch_class, "arch_kwargs": {
+            "n_stages": n_stages, "features_per_stage": feats, "conv_op": "torch.nn.modules.conv.Conv2d",
+            "kernel_sizes": [[3, 3]] * n_stages, "strides": strides, "n_conv_per_stage": [2] * n_stages,
+            "n_conv_per_stage_decoder": [2] * (n_stages - 1), "conv_bias": True,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d", "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+            "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True}},
+            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
+        "batch_dice": True}
+    return {"dataset_name": "Dataset990_Tiny", "plans_name": "nnUNetPlans",
+            "original_median_spacing_after_transp": [2.0, 0.5, 0.5], "original_median_shape_after_transp": [10, 64, 64],
+            "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
+            "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
+            "foreground_intensity_properties_per_channel": {"0": {"max": 1.0, "mean": 0.0, "median": 0.0, "min": -1.0,
+                                                                 "percentile_00_5": -1.0, "percentile_99_5": 1.0,
+                                                                 "std": 1.0}},
+            "configurations": {"2d": conf}, "continue_training": False}
+
+
+@pytest.fixture(autouse=True)
+def results_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("nnUNet_results", str(tmp_path / "results"))
+    monkeypatch.setenv("nnUNet_preprocessed", str(tmp_path / "preprocessed"))
+    torch.set_num_threads(1)
+
+
+def build(trainer_cls, plans=None):
+    """Runs the trainer's own hooks as initialize() would, minus data loading."""
+    tr = trainer_cls(copy.deepcopy(plans or make_plans()), "2d", 0, DATASET_JSON, torch.device("cpu"))
+    tr._set_batch_size_and_oversample()
+    tr.network = tr.build_network_architecture(tr.plans_manager, tr.configuration_manager, 1,
+                                               tr.label_manager.num_segmentation_heads, tr.enable_deep_supervision)
+    tr.optimizer, tr.lr_scheduler = tr.configure_optimizers()
+    tr.loss = tr._build_loss()
+    return tr
+
+
+def test_paper_recipe_hooks():
+    tr = build(nnUNetTrainerMfNSDe)
+    assert isinstance(tr.optimizer, torch.optim.Adagrad)
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert tr.batch_size == 4
+    assert tr.configuration_manager.batch_size == 12, "the plan itself must stay untouched"
+    assert type(tr.network).__name__ == "MfNSDe"
+    # Dice only (no CE term), DS weights 1/2^i over every row, normalised
+    assert type(tr.loss).__name__ == "DeepSupervisionWrapper"
+    assert type(tr.loss.loss).__name__ == "MemoryEfficientSoftDiceLoss"
+    w = np.array(tr.loss.weight_factors)
+    n = len(tr._get_deep_supervision_scales())
+    assert len(w) == n and w.sum() == pytest.approx(1.0) and all(w > 0)
+    assert np.allclose(w[:-1] / w[1:], 2.0)
+    assert nnUNetTrainerMfNSDe_50epochs(make_plans(), "2d", 0, DATASET_JSON, torch.device("cpu")).num_epochs == 50
+    ci = nnUNetTrainerMfNSDe_ci(make_plans(), "2d", 0, DATASET_JSON, torch.device("cpu"))
+    assert (ci.num_epochs, ci.num_iterations_per_epoch) == (1, 2) and ci.initial_lr == pytest.approx(0.05)
+
+
+def test_lr_schedule_cosine_from_paper_lr():
+    tr = build(nnUNetTrainerMfNSDe)
+    tr.lr_scheduler.step(0)
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(0.05)
+    tr.lr_scheduler.step(tr.num_epochs // 2)
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx((0.05 + 1e-5) / 2, rel=1e-3)
+    tr.lr_scheduler.step(tr.num_epochs)
+    assert tr.optimizer.param_groups[0]["lr"] == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize("n_stages,patch", [(5, (64, 64)), (7, (128, 96)), (4, (48, 40))])
+def test_ds_outputs_match_targets_count_and_shapes(n_stages, patch):
+    tr = build(nnUNetTrainerMfNSDe, make_plans(n_stages, patch))
+    scales = tr._get_deep_supervision_scales()
+    assert len(scales) == min(n_stages, 5)
+    seg = torch.zeros((1, *patch), dtype=torch.int16)
+    seg[0, 5, 7] = 1
+    tf = tr.get_validation_transforms(scales, foreground_labels=[1])
+    targets = tf(image=torch.zeros((1, *patch)), segmentation=seg)["segmentation"]
+    out = tr.network(torch.zeros((2, 1, *patch)))
+    # DeepSupervisionWrapper zips outputs and targets: a count mismatch would be truncated silently
+    assert len(out) == len(targets) == len(scales)
+    for o, t in zip(out, targets):
+        assert tuple(o.shape[2:]) == tuple(t.shape[1:])
+    assert all(int(t.sum()) == 1 for t in targets), "HF keeps the one-voxel PVS at every scale"
+    assert any(isinstance(t, DownsampleSegForDSTransformHF) for t in tf.transforms)
+
+
+def test_variants_change_one_thing():
+    base, nohf = build(nnUNetTrainerMfNSDe), build(nnUNetTrainerMfNSDe_NoHF)
+    assert nohf.hf_mode == "nearest" and base.hf_mode == "max"
+    noatt = build(nnUNetTrainerMfNSDe_NoAttention)
+    from nnunetv2_mfns.architectures.attention import CBAM
+    n_att = lambda net: sum(p.numel() for m in net.modules() if isinstance(m, CBAM) for p in m.parameters())
+    assert n_att(base.network) > 0 and n_att(noatt.network) == 0
+    nods = build(nnUNetTrainerMfNSDe_NoDS)
+    assert nods._get_deep_supervision_scales() is None
+    assert isinstance(nods.network(torch.zeros((1, 1, 64, 64))), torch.Tensor)
+    rec = build(nnUNetTrainerMfNSDe_nnUNetRecipe)
+    assert isinstance(rec.optimizer, torch.optim.SGD) and rec.batch_size == 12
+    assert type(rec.loss.loss).__name__ == "DC_and_CE_loss" and type(rec.network).__name__ == "MfNSDe"
+    unet = build(nnUNetTrainerUNet2D_PaperRecipe)
+    assert type(unet.network).__name__ == "PlainConvUNet" and isinstance(unet.optimizer, torch.optim.Adagrad)
+    assert len(unet.network(torch.zeros((1, 1, 64, 64)))) == len(unet._get_deep_supervision_scales()) == 4
+
+
+def test_inference_network_loads_training_weights_strictly():
+    tr = build(nnUNetTrainerMfNSDe)
+    inference_net = nnUNetTrainerMfNSDe.build_network_architecture(tr.plans_manager, tr.configuration_manager, 1, 2,
+                                                                   enable_deep_supervision=False)
+    inference_net.load_state_dict(tr.network.state_dict(), strict=True)
+    tr.set_deep_supervision_enabled(False)
+    assert isinstance(tr.network(torch.zeros((1, 1, 64, 64))), torch.Tensor)
+
+
+def test_unsupported_plan_fails_at_construction():
+    plans = make_plans()
+    del plans["configurations"]["2d"]["architecture"]["arch_kwargs"]["strides"]
+    with pytest.raises(ValueError, match="lacks"):
+        nnUNetTrainerMfNSDe(plans, "2d", 0, DATASET_JSON, torch.device("cpu"))
+    plans = make_plans()
+    plans["configurations"]["2d"]["architecture"]["arch_kwargs"]["conv_op"] = "torch.nn.modules.conv.Conv1d"
+    with pytest.raises(ValueError, match="Conv1d"):
+        nnUNetTrainerMfNSDe(plans, "2d", 0, DATASET_JSON, torch.device("cpu"))
+
+
+def test_overfits_fixed_batch_on_cpu():
+    """A few dozen Adagrad steps on one synthetic batch must lower the Dice loss clearly (this can fail)."""
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    tr = build(nnUNetTrainerMfNSDe, make_plans(4, (48, 48)))
+    seg = np.zeros((4, 1, 48, 48), dtype=np.int16)
+    for b in range(4):
+        for _ in range(8):
+            y, x = rng.integers(2, 46, size=2)
+            seg[b, 0, y:y + 2, x] = 1
+    img = (rng.normal(0, 0.3, size=seg.shape) + 2.5 * seg).astype(np.float32)
+    tf = tr.get_validation_transforms(tr._get_deep_supervision_scales(), foreground_labels=[1])
+    targets = [tf(image=torch.from_numpy(img[b]), segmentation=torch.from_numpy(seg[b]))["segmentation"]
+               for b in range(4)]
+    batch = {"data": torch.from_numpy(img),
+             "target": [torch.stack([t[s] for t in targets]) for s in range(len(targets[0]))]}
+    tr.network.train()
+    losses = [tr.train_step(batch)["loss"] for _ in range(40)]
+    first, last = float(np.mean(losses[:3])), float(np.mean(losses[-3:]))
+    assert last < first - 0.3, f"loss did not drop clearly: {first:.3f} -> {last:.3f}"
