@@ -40,7 +40,7 @@ class BurdenModel:
     """
 
     cso_base: float = 2.9
-    bg_base: float = 1.8
+    bg_base: float = 1.3
     wm_other_fraction: float = 0.25  # density of PVS in WM outside the CSO band, relative to CSO
     slope_per_decade: float = 0.3
     spread: float = 0.5
@@ -410,7 +410,10 @@ def generate_cohort(out_dir: Path, n_subjects: int = 20, seed: int = 0, profile:
     demo = make_demographics(n_subjects, seed, age_min, age_max)
     specs = [SubjectSpec(case_id=f"PVS_{i + 1:03d}", subject_id=f"sub-{i + 1:03d}", age=a, sex=s, seed=int(seed),
                          index=i) for i, (a, s) in enumerate(demo)]
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.tmp-", dir=out_dir))
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.tmp-", dir=out_dir))
+    except OSError as e:
+        raise MfnsInputError(f"output folder {out_dir} is not writable: {e.strerror}") from None
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the dataset should not be
