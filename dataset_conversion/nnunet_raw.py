@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from nnunetv2_mfns.errors import MfnsInputError
+from nnunetv2_mfns.errors import MfnsInputError, read_json_file
 
 from .validation import ProblemList, geometry_mismatches
 
@@ -235,13 +235,7 @@ def _move_into_place(tmp: Path, target: Path) -> None:
 def load_subjects_json(dataset_dir: str | Path) -> dict:
     """Read and minimally check `<dataset_dir>/subjects.json`."""
     path = Path(dataset_dir) / "subjects.json"
-    if not path.is_file():
-        raise MfnsInputError(f"{path}: subjects.json not found (convert the dataset with mfns-convert-pd or mfns-make-phantom)")
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except json.JSONDecodeError as e:
-        raise MfnsInputError(f"{path}: not valid JSON ({e})") from None
+    doc = read_json_file(path, "convert the dataset with mfns-convert-pd or mfns-make-phantom")
     if doc.get("schema") != SUBJECTS_SCHEMA or not isinstance(doc.get("subjects"), dict):
         raise MfnsInputError(f"{path}: not a {SUBJECTS_SCHEMA} file (schema={doc.get('schema')!r})")
     return doc

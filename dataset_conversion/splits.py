@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from nnunetv2_mfns.errors import MfnsInputError
+from nnunetv2_mfns.errors import MfnsInputError, read_json_file
 
 MFNS_SPLITS_FILE = "mfns_splits.json"
 NNUNET_SPLITS_FILE = "splits_final.json"
@@ -149,13 +149,7 @@ def write_splits(splits: dict, preprocessed_dataset_dir: str | Path, raw_dataset
 def load_splits(dataset_dir: str | Path) -> dict:
     """Read `mfns_splits.json` from a raw or preprocessed dataset folder."""
     path = Path(dataset_dir) / MFNS_SPLITS_FILE
-    if not path.is_file():
-        raise MfnsInputError(f"{path}: not found; run mfns-make-splits first")
-    try:
-        with open(path) as f:
-            splits = json.load(f)
-    except json.JSONDecodeError as e:
-        raise MfnsInputError(f"{path}: not valid JSON ({e})") from None
+    splits = read_json_file(path, "run mfns-make-splits first")
     if not isinstance(splits, dict) or "folds" not in splits or "groups" not in splits:
         raise MfnsInputError(f"{path}: not an mfns splits file (keys 'groups' and 'folds' missing)")
     return splits

@@ -6,7 +6,6 @@ Images are read with SimpleITK, so arrays are (z, y, x) = numpy axis 0 is the ax
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from nnunetv2_mfns.errors import MfnsInputError
+from nnunetv2_mfns.errors import MfnsInputError, read_json_file
 
 FILE_ENDING = ".nii.gz"
 SUBJECTS_SCHEMA = "nnunetv2_mfns.subjects/1"
@@ -109,12 +108,7 @@ def list_cases(folder: Path, role: str) -> list[str]:
 def load_subjects(path: Path) -> dict:
     """Reads subjects.json (schema nnunetv2_mfns.subjects/1) and checks the parts the evaluation uses."""
     path = Path(path)
-    if not path.is_file():
-        raise MfnsInputError(f"{path}: subjects file not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MfnsInputError(f"{path}: not valid JSON ({e})") from None
+    data = read_json_file(path, "no subjects file there")
     if not isinstance(data, dict) or data.get("schema") != SUBJECTS_SCHEMA or not isinstance(data.get("subjects"), dict):
         raise MfnsInputError(f"{path}: not a subjects file with schema {SUBJECTS_SCHEMA!r} and a 'subjects' object")
     for case, s in data["subjects"].items():
@@ -134,12 +128,7 @@ def load_subjects(path: Path) -> dict:
 def load_splits_file(path: Path) -> dict:
     """Reads mfns_splits.json (written by nnunetv2_mfns.dataset_conversion.splits.write_splits)."""
     path = Path(path)
-    if not path.is_file():
-        raise MfnsInputError(f"{path}: splits file not found")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MfnsInputError(f"{path}: not valid JSON ({e})") from None
+    data = read_json_file(path, "no splits file there")
     if not isinstance(data, dict) or not isinstance(data.get("folds"), list):
         raise MfnsInputError(f"{path}: not an mfns_splits.json file (no 'folds' list)")
     return data

@@ -3,3 +3,17 @@
 
 class MfnsInputError(ValueError):
     """Bad user input (file, parameter, dataset). The message names the file or parameter and the problem."""
+
+
+def read_json_file(path, missing_hint: str = ""):
+    """Loads a JSON file the user pointed us at; a missing or broken file is an MfnsInputError naming it."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise MfnsInputError(f"{path}: not found{'; ' + missing_hint if missing_hint else ''}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise MfnsInputError(f"{path}: not valid JSON ({e})") from None
