@@ -210,10 +210,14 @@ def subject_maps(tpl: Template, atrophy: float, contrast: Contrast) -> tuple[np.
     codes[outside & (d <= 1.5)] = CSF
     codes[outside & (d > 1.5) & (d <= 7.5)] = SKULL
     codes[outside & (d > 7.5) & (d <= 13.0)] = SCALP
-    stack = np.stack([csf, cortex, deep, wm])
-    best = np.argmax(stack, axis=0)
-    brain_codes = np.array([CSF, CORTEX, DEEP_GM, WM], dtype=np.uint8)[best]
-    brain_codes[(best == 0) & (vent > 0.5)] = VENTRICLE
+    # dominant tissue per voxel (pairwise running maximum: cheaper than stacking four volumes)
+    brain_codes = np.full(tpl.shape, CSF, dtype=np.uint8)
+    best = csf.astype(np.float32, copy=True)
+    for code, frac in ((CORTEX, cortex), (DEEP_GM, deep), (WM, wm)):
+        better = frac > best
+        brain_codes[better] = code
+        np.maximum(best, frac, out=best)
+    brain_codes[(brain_codes == CSF) & (vent > 0.5)] = VENTRICLE
     codes[tpl.mask] = brain_codes[tpl.mask]
     lat_vent = (vent > 0.5) & tpl.mask
     return t2, codes, lat_vent

@@ -39,8 +39,8 @@ class BurdenModel:
     >130 PVS on the CSO rating slice and a few to ~40 on the BG slice (PAPER.md).
     """
 
-    cso_base: float = 2.9
-    bg_base: float = 1.3
+    cso_base: float = 3.1
+    bg_base: float = 1.45
     wm_other_fraction: float = 0.25  # density of PVS in WM outside the CSO band, relative to CSO
     slope_per_decade: float = 0.3
     spread: float = 0.5

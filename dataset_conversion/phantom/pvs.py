@@ -105,6 +105,8 @@ def place_pvs(scene: Scene, rng: np.random.Generator, region: str, n_target: int
         course = pts[seg] + (pts[seg + 1] - pts[seg]) * frac[:, None]
         if not np.all(np.isin(scene.code_at(course), allowed_codes)):
             continue
+        if scene.occupied(course):  # cheap necessary condition of the full overlap test in render()
+            continue
         ctrl, faint, broken = _signal_profile(rng, params)
         r = width / 2
         pad = r + 2 * max(g.spacing)

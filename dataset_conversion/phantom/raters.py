@@ -26,8 +26,8 @@ class RaterModel:
     contrast_softness: float = 0.04
     small_area_mm2: float = 0.6  # components much smaller than this are often overlooked
     small_miss: float = 0.5
-    subject_jitter: float = 0.2  # log-SD of the per-subject threshold shift (day-to-day variation)
-    count_noise: float = 0.12  # log-SD of splitting/merging/double counting on the whole slice
+    subject_jitter: float = 0.15  # log-SD of the per-subject threshold shift (day-to-day variation)
+    count_noise: float = 0.1  # log-SD of splitting/merging/double counting on the whole slice
     fp_per_mimic: float = 0.04  # probability of counting a mimic component as PVS
 
 

@@ -48,6 +48,15 @@ class Scene:
         out[ok] = self.codes[idx[ok, 0], idx[ok, 1], idx[ok, 2]]
         return out
 
+    def occupied(self, pts: np.ndarray) -> bool:
+        """True if any output voxel containing one of the points already holds a PVS or confounder."""
+        idx = self.grid.index_of(np.atleast_2d(pts))
+        idx = idx[np.all((idx >= 0) & (idx < np.array(self.grid.shape)), axis=1)]
+        if not len(idx):
+            return False
+        i, j, k = idx.T
+        return bool(np.any(self.pvs_frac[i, j, k] > 0) or np.any(self.conf_frac[i, j, k] > 0))
+
     # ----------------------------------------------------------------------------------------------
     def _fine_box(self, lo_mm: np.ndarray, hi_mm: np.ndarray):
         g, p = self.grid, self.profile
