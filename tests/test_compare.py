@@ -266,14 +266,51 @@ def test_end_to_end_rerun_and_resume(tmp_path):
 
     # interrupted training: nnU-Net leaves checkpoint_latest.pth and no checkpoint_final.pth. The ci budget
     # has one epoch, so we make that state exactly (the final checkpoint is an epoch-end checkpoint too).
-    (model / "checkpoint_final.pth").rename(model / "checkpoint_latest.pth")
+    # The 3d model is used because its end-of-training validation is the cheaper one on CPU.
+    model3d = (Path(env["nnUNet_results"]) / "Dataset501_PVSPhantom" / "nnUNetTrainer_ci__nnUNetPlans__3d_fullres"
+               / "fold_0")
+    (model3d / "checkpoint_final.pth").rename(model3d / "checkpoint_latest.pth")
     third = _compare(env, workdir, "run3.log")
     steps = {s["name"]: s for s in _run_steps(workdir)}
-    train = steps["train_MfNS_De_fold0"]
+    train = steps["train_nnUNet_3d_fold0"]
     assert train["returncode"] == 0 and train["resumed"] is True
     assert shlex.split(train["command"])[-1] == "--c"
     assert "resuming interrupted training" in third.stdout
-    assert "skipped" in steps["train_nnUNet_3d_fold0"]
-    assert steps["predict_MfNS_De_fold0"]["returncode"] == 0  # new weights -> new predictions
+    assert "skipped" in steps["train_MfNS_De_fold0"] and "skipped" in steps["predict_MfNS_De_fold0"]
+    assert steps["predict_nnUNet_3d_fold0"]["returncode"] == 0  # new weights -> new predictions
     assert steps["report"]["returncode"] == 0
-    assert (model / "checkpoint_final.pth").is_file() and not (model / "checkpoint_latest.pth").exists()
+    assert (model3d / "checkpoint_final.pth").is_file() and not (model3d / "checkpoint_latest.pth").exists()
+    assert (model / "checkpoint_final.pth").stat().st_mtime_ns == final_mtime
+
+
+def test_gpus_run_folds_in_parallel_one_per_gpu(tmp_path, nnunet_dirs, monkeypatch):
+    """The scheduling of --gpus without GPUs: every method x fold runs once, at most one per GPU at a time,
+    each child restricted to its GPU by CUDA_VISIBLE_DEVICES."""
+    import threading
+    import time
+
+    from nnunetv2_mfns.cli.compare import build_parser, make_config
+    from nnunetv2_mfns.orchestration.pipeline import Pipeline
+
+    _tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
+    args = build_parser().parse_args(["--dataset", "990", "--methods", "MfNS_De,nnUNet_2d", "--budget", "ci",
+                                      "--device", "cuda", "--gpus", "0,1", "--workdir", str(tmp_path / "w")])
+    pipe = Pipeline(make_config(args), out=lambda msg: None)
+    pipe.state = CompareState.load_or_create(tmp_path / "w", pipe.name)
+    busy, lock, seen, peak = set(), threading.Lock(), [], [0]
+
+    def fake(m, fold, env=None):
+        gpu = env["CUDA_VISIBLE_DEVICES"]
+        with lock:
+            assert gpu not in busy
+            busy.add(gpu)
+            peak[0] = max(peak[0], len(busy))
+        time.sleep(0.1)
+        with lock:
+            busy.discard(gpu)
+            seen.append((m.name, fold, gpu))
+
+    monkeypatch.setattr(pipe, "train_and_predict", fake)
+    pipe.train_all()
+    assert sorted((m, f) for m, f, _ in seen) == sorted((m, f) for m in ("MfNS_De", "nnUNet_2d") for f in range(5))
+    assert {g for _, _, g in seen} == {"0", "1"} and peak[0] == 2
