@@ -169,3 +169,14 @@ def test_overfits_fixed_batch_on_cpu():
     losses = [tr.train_step(batch)["loss"] for _ in range(40)]
     first, last = float(np.mean(losses[:3])), float(np.mean(losses[-3:]))
     assert last < first - 0.3, f"loss did not drop clearly: {first:.3f} -> {last:.3f}"
+
+
+def test_short_budgets_keep_training_mirroring_but_skip_validation_tta():
+    from nnunetv2_mfns.trainers import nnUNetTrainer_demo, nnUNetTrainerMfNSDe_short
+    demo = nnUNetTrainer_demo(make_plans(), "2d", 0, DATASET_JSON, torch.device("cpu"))
+    _, _, _, mirror_axes = demo.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    assert mirror_axes == (0, 1) and demo.inference_allowed_mirroring_axes is None
+    assert (demo.num_epochs, demo.num_iterations_per_epoch, demo.save_every) == (3, 8, 1)
+    short = nnUNetTrainerMfNSDe_short(make_plans(), "2d", 0, DATASET_JSON, torch.device("cpu"))
+    short.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+    assert short.inference_allowed_mirroring_axes == (0, 1)

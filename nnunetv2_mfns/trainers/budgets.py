@@ -10,16 +10,16 @@ from typing import Dict, Type
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-# budget -> (epochs, training iterations per epoch, validation iterations per epoch)
+# budget -> (epochs, training iterations per epoch, validation iterations per epoch, mirroring TTA at validation)
 BUDGETS: Dict[str, tuple] = {
-    "ci": (1, 2, 1),          # tests: proves the plumbing, learns nothing
-    "demo": (3, 8, 2),        # README demo on a 2-core CPU
-    "short": (20, 50, 10),    # GPU smoke runs
+    "ci": (1, 2, 1, False),          # tests: proves the plumbing, learns nothing
+    "demo": (3, 8, 1, False),        # README demo on a 2-core CPU
+    "short": (20, 50, 10, True),     # GPU smoke runs
 }
 
 
 def make_budget_variant(base: Type[nnUNetTrainer], budget: str, module_name: str = __name__) -> Type[nnUNetTrainer]:
-    epochs, iterations, val_iterations = BUDGETS[budget]
+    epochs, iterations, val_iterations, validation_tta = BUDGETS[budget]
 
     class _Budgeted(base):
         def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -31,8 +31,18 @@ def make_budget_variant(base: Type[nnUNetTrainer], budget: str, module_name: str
             # checkpoint every epoch so an interrupted short run resumes with `--c`
             self.save_every = 1
 
+        def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+            rotation, dummy_2d, initial_patch_size, mirror_axes = \
+                super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+            if not validation_tta:
+                # Training augmentation is unchanged; only the final validation (and predictions from this
+                # checkpoint) skip mirroring, which would cost 4-8 forward passes per window on a CPU.
+                self.inference_allowed_mirroring_axes = None
+            return rotation, dummy_2d, initial_patch_size, mirror_axes
+
     name = f"{base.__name__}_{budget}"
     _Budgeted.__name__ = _Budgeted.__qualname__ = name
     _Budgeted.__module__ = module_name
-    _Budgeted.__doc__ = f"{base.__name__} with budget '{budget}': {epochs} epochs x {iterations} iterations."
+    _Budgeted.__doc__ = (f"{base.__name__} with budget '{budget}': {epochs} epochs x {iterations} iterations"
+                         f"{'' if validation_tta else ', no mirroring at validation/inference'}.")
     return _Budgeted
