@@ -489,8 +489,12 @@ class Pipeline:
         budget = c.budget
         if budget != "full":
             from nnunetv2_mfns.trainers.budgets import BUDGETS
-            ep, it, val = BUDGETS[budget]
-            budget = f"{budget}: {ep} epochs x {it} training iterations ({val} validation iterations) for every method"
+            ep, it, val = BUDGETS[budget][:3]  # later fields: budget options (e.g. validation TTA)
+            extra = ""
+            if len(BUDGETS[budget]) > 3 and BUDGETS[budget][3] is False:
+                extra = ", no mirroring at nnU-Net's end-of-training validation"
+            budget = (f"{budget}: {ep} epochs x {it} training iterations ({val} validation iterations{extra}) "
+                      f"for every method")
         else:
             budget = "full: each trainer's own schedule (nnU-Net default 1000 epochs x 250 iterations)"
         steps = self.state.doc["steps"]
