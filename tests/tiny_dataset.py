@@ -59,6 +59,6 @@ def nnunet_env(tmp: Path) -> Dict[str, str]:
     for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         (tmp / var).mkdir(parents=True, exist_ok=True)
         env[var] = str(tmp / var)
-    env.update(nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+    env.update(nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE",
                nnUNet_compile="false")
     return env
