@@ -12,7 +12,7 @@ import shlex
 from pathlib import Path
 
 from nnunetv2_mfns.errors import MfnsInputError
-from nnunetv2_mfns.orchestration.pipeline import NNUNET_DIRS, Pipeline, exe
+from nnunetv2_mfns.orchestration.pipeline import CPU_ENV_DEFAULTS, NNUNET_DIRS, Pipeline, exe
 
 
 def _script(job: str, pipe: Pipeline, body: list[str], headers: list[str], gpu: bool) -> str:
@@ -23,7 +23,7 @@ def _script(job: str, pipe: Pipeline, body: list[str], headers: list[str], gpu: 
         lines.append("#SBATCH --gres=gpu:1")
     lines += [f"#SBATCH {h}" for h in headers]
     lines += ["set -euo pipefail", f"# written by mfns-compare --emit-slurm for dataset {pipe.name}"]
-    for var in NNUNET_DIRS + ("nnUNet_def_n_proc", "nnUNet_n_proc_DA", "nnUNet_compile"):
+    for var in NNUNET_DIRS + tuple(CPU_ENV_DEFAULTS):
         if var in env:
             lines.append(f"export {var}={shlex.quote(env[var])}")
     lines.append(f"mkdir -p {shlex.quote(str(logs))}")
