@@ -314,3 +314,40 @@ def test_gpus_run_folds_in_parallel_one_per_gpu(tmp_path, nnunet_dirs, monkeypat
     pipe.train_all()
     assert sorted((m, f) for m, f, _ in seen) == sorted((m, f) for m in ("MfNS_De", "nnUNet_2d") for f in range(5))
     assert {g for _, _, g in seen} == {"0", "1"} and peak[0] == 2
+
+
+def test_killed_mid_training_then_rerun_continues_from_checkpoint(tmp_path):
+    """Kill the whole mfns-compare process group (SIGKILL, like a lost job) after nnU-Net's first epoch
+    checkpoint, then rerun the same command: training continues with --c from that checkpoint."""
+    import signal
+    import time
+    env = nnunet_env(tmp_path)
+    workdir = tmp_path / "work"
+    cmd = [str(BIN / "mfns-compare"), "--phantom", "--n-subjects", "5", "--profile", "demo", "--seed", "4",
+           "--methods", "MfNS_De", "--budget", "demo", "--folds", "0", "--device", "cpu", "--workdir", str(workdir)]
+    model = (Path(env["nnUNet_results"]) / "Dataset501_PVSPhantom" / "nnUNetTrainerMfNSDe_demo__nnUNetPlans__2d"
+             / "fold_0")
+    with open(tmp_path / "killed_run.log", "w") as log:
+        proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 900
+        while not (model / "checkpoint_latest.pth").is_file() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.5)
+        assert proc.poll() is None, "mfns-compare ended before the first epoch checkpoint"
+        assert (model / "checkpoint_latest.pth").is_file(), "no checkpoint_latest.pth within 15 min"
+        time.sleep(2)  # let torch.save finish writing the checkpoint
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert not (model / "checkpoint_final.pth").exists()
+
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    (tmp_path / "rerun.log").write_text(rerun.stdout + rerun.stderr)
+    assert rerun.returncode == 0, rerun.stdout[-3000:] + rerun.stderr[-3000:]
+    train = {s["name"]: s for s in _run_steps(workdir)}["train_MfNS_De_fold0"]
+    assert train["returncode"] == 0 and shlex.split(train["command"])[-1] == "--c"
+    assert (model / "checkpoint_final.pth").is_file()
+    # the continued run starts after the saved epoch, it does not start over
+    logs = sorted(model.glob("training_log_*.txt"), key=lambda p: p.stat().st_mtime)
+    epochs = [int(line.split("Epoch ")[1]) for line in logs[-1].read_text().splitlines()
+              if line.rstrip().split(": ")[-1].startswith("Epoch ") and line.split("Epoch ")[1].strip().isdigit()]
+    assert epochs and epochs[0] >= 1, epochs
+    assert (workdir / "report" / "report.md").is_file()
