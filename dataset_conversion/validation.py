@@ -207,12 +207,18 @@ def binarise_mask(array: np.ndarray, pvs_values: Sequence[int] | None) -> np.nda
     return np.isin(array, values).astype(np.uint8)
 
 
-def parse_age(value: object) -> float | None:
-    """Numeric age or None for missing/non-numeric/non-finite values (the caller reports which)."""
+def _present_text(value: object) -> str | None:
+    """The stripped text of a table cell, or None when the cell means 'missing' (empty, n/a, NaN, None)."""
     if value is None:
         return None
     text = str(value).strip()
-    if text == "" or text.lower() in {"n/a", "na", "nan", "none"}:
+    return None if text == "" or text.lower() in {"n/a", "na", "nan", "none"} else text
+
+
+def parse_age(value: object) -> float | None:
+    """Numeric age or None for missing/non-numeric/non-finite values (the caller reports which)."""
+    text = _present_text(value)
+    if text is None:
         return None
     try:
         age = float(text)
@@ -226,9 +232,5 @@ _SEX_MAP = {"f": "F", "female": "F", "w": "F", "woman": "F", "m": "M", "male": "
 
 def normalise_sex(value: object) -> str | None:
     """'F'/'M' for the usual spellings, None when missing, otherwise the value as given (e.g. 'O')."""
-    if value is None:
-        return None
-    text = str(value).strip()
-    if text == "" or text.lower() in {"n/a", "na", "nan", "none"}:
-        return None
-    return _SEX_MAP.get(text.lower(), text)
+    text = _present_text(value)
+    return None if text is None else _SEX_MAP.get(text.lower(), text)
