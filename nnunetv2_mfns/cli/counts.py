@@ -7,12 +7,11 @@ too) and correlations.csv (Spearman rs and p, Bland-Altman bias and limits) into
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
-from nnunetv2_mfns.errors import MfnsInputError
+from nnunetv2_mfns.errors import MfnsInputError, read_json_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,12 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_rating_slices(path: Path) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise MfnsInputError(f"{path}: rating-slices file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MfnsInputError(f"{path}: not valid JSON ({e})") from None
+    data = read_json_file(path, "no rating-slices file there")
     if not isinstance(data, dict) or not all(
             isinstance(v, dict) and all(isinstance(i, int) and not isinstance(i, bool) for i in v.values())
             for v in data.values()):

@@ -7,14 +7,13 @@ commands) to the report.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shlex
 import sys
 from pathlib import Path
 
 from nnunetv2_mfns.cli.evaluate import add_common_arguments, check_common_arguments
-from nnunetv2_mfns.errors import MfnsInputError
+from nnunetv2_mfns.errors import MfnsInputError, read_json_file
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,12 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         pred_dirs = parse_named_dirs(args.pred)
         provenance = {"command": shlex.join(["mfns-report"] + raw_argv), "nnunetv2_mfns version": __version__}
         if args.provenance:
-            try:
-                extra = json.loads(args.provenance.read_text())
-            except FileNotFoundError:
-                raise MfnsInputError(f"{args.provenance}: provenance file not found") from None
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise MfnsInputError(f"{args.provenance}: not valid JSON ({e})") from None
+            extra = read_json_file(args.provenance, "no provenance file there")
             if not isinstance(extra, dict):
                 raise MfnsInputError(f"{args.provenance}: provenance must be a JSON object")
             provenance.update(extra)
