@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from nnunetv2_mfns.errors import MfnsInputError
 
+from .completeness import bids_id, report_unconverted_bids, report_unknown_exclusions
 from .nnunet_raw import (REGION_NAMES, RawCase, check_dataset_parameters, check_output_target,
                          dataset_folder_name, write_nnunet_raw_dataset)
 from .validation import (ProblemList, binarise_mask, geometry_mismatches, is_nifti, load_3d_image,
@@ -67,6 +68,10 @@ class TestScan:
 class CohortInput:
     subjects: list[SubjectEntry] = field(default_factory=list)
     participants: dict[str, dict] = field(default_factory=dict)  # BIDS only: participant_id -> row
+    participants_read: bool = False  # BIDS only: participants.tsv could be read
+    t2w_subjects: set[str] = field(default_factory=set)  # BIDS: subjects with >= 1 T2w image found
+    tree_scanned: bool = False  # BIDS: root and options were usable, so the tree was searched
+    mentioned: set[str] = field(default_factory=set)  # manifest: every subject of a row
 
 
 def _read_table(path: Path, sep: str, problems: ProblemList, required: Sequence[str]) -> pd.DataFrame | None:
@@ -90,10 +95,6 @@ def _read_table(path: Path, sep: str, problems: ProblemList, required: Sequence[
 # ---------------------------------------------------------------------------------------------- BIDS
 
 
-def _bids_id(value: str) -> str:
-    return value if value.startswith("sub-") else f"sub-{value}"
-
-
 def read_participants(root: Path, problems: ProblemList) -> dict[str, dict] | None:
     """participant_id -> {'age': raw, 'sex': raw, 'line': n} from participants.tsv (None if unusable)."""
     path = root / "participants.tsv"
@@ -103,7 +104,7 @@ def read_participants(root: Path, problems: ProblemList) -> dict[str, dict] | No
     out: dict[str, dict] = {}
     for i, row in df.iterrows():
         line = int(i) + 2  # header is line 1
-        pid = _bids_id(row["participant_id"]) if row["participant_id"] else ""
+        pid = bids_id(row["participant_id"]) if row["participant_id"] else ""
         if not pid:
             problems.add(f"{path} line {line}", "empty participant_id")
             continue
@@ -152,10 +153,12 @@ def _find_bids_mask(root: Path, t2w: Path, subject: str, derivatives_name: str |
 
 
 def discover_bids(root: str | Path, problems: ProblemList, derivatives_name: str | None = None,
-                  mask_pattern: str | None = None, exclude: set[Path] | frozenset = frozenset()) -> CohortInput:
+                  mask_pattern: str | None = None, exclude: set[Path] | frozenset = frozenset(),
+                  exclude_subjects: set[str] | frozenset = frozenset()) -> CohortInput:
     """Find T2w images, their PVS masks and participants.tsv rows in a BIDS-like tree.
 
-    T2w files in `exclude` (resolved paths, e.g. the unlabeled test scans) are not training subjects.
+    T2w files in `exclude` (resolved paths, e.g. the unlabeled test scans) are not training subjects;
+    subjects in `exclude_subjects` (--exclude-subjects) are left out entirely.
     """
     root = Path(root).absolute()
     if not root.is_dir():
@@ -168,9 +171,13 @@ def discover_bids(root: str | Path, problems: ProblemList, derivatives_name: str
         problems.add(root / "derivatives" / derivatives_name, "derivatives folder does not exist (--derivatives-name)")
         return CohortInput()
     participants = read_participants(root, problems)
-    cohort = CohortInput(participants=participants or {})
+    cohort = CohortInput(participants=participants or {}, participants_read=participants is not None)
     t2w_by_subject = _find_bids_t2w(root)
+    cohort.t2w_subjects = set(t2w_by_subject)
+    cohort.tree_scanned = True
     for subject, paths in sorted(t2w_by_subject.items()):
+        if subject in exclude_subjects:
+            continue
         paths = [p for p in paths if p.resolve() not in exclude]
         if not paths:
             continue
@@ -195,9 +202,10 @@ def discover_bids(root: str | Path, problems: ProblemList, derivatives_name: str
 # ------------------------------------------------------------------------------------------ manifest
 
 
-def read_manifest(manifest: str | Path, problems: ProblemList) -> CohortInput:
+def read_manifest(manifest: str | Path, problems: ProblemList,
+                  exclude_subjects: set[str] | frozenset = frozenset()) -> CohortInput:
     """Subjects from a CSV with columns subject, t2w, mask, age[, sex]; relative paths are relative
-    to the manifest's folder."""
+    to the manifest's folder. Rows of `exclude_subjects` are skipped (but remembered as mentioned)."""
     manifest = Path(manifest).absolute()
     df = _read_table(manifest, ",", problems, ["subject", "t2w", "mask", "age"])
     cohort = CohortInput()
@@ -217,6 +225,9 @@ def read_manifest(manifest: str | Path, problems: ProblemList) -> CohortInput:
             problems.add(where, f"duplicate subject {subject} (also line {seen[subject]})")
             continue
         seen[subject] = line
+        cohort.mentioned.add(subject)
+        if subject in exclude_subjects:
+            continue
         if not row["t2w"]:
             problems.add(where, f"empty t2w path for {subject}")
             continue
@@ -387,13 +398,16 @@ def convert_pd_cohort(output_dir: str | Path, dataset_id: int, dataset_name: str
                       derivatives_name: str | None = None, mask_pattern: str | None = None,
                       pvs_values: Sequence[int] | None = None, volume_index: int | None = None,
                       rater_counts: str | Path | None = None, rating_slices: str | Path | None = None,
-                      test_scans: str | None = None, overwrite: bool = False, case_prefix: str = "PVS",
+                      test_scans: str | None = None, exclude_subjects: Sequence[str] | None = None,
+                      overwrite: bool = False, case_prefix: str = "PVS",
                       min_subjects: int = MIN_SUBJECTS, created_by: dict | None = None,
                       show_progress: bool = True) -> Path:
     """Validate the whole cohort, then write `<output_dir>/DatasetXXX_<name>/` atomically.
 
     Exactly one of `bids_root` / `manifest`. Masks must be binary 0/1 unless `pvs_values` says which
-    values are PVS (those become 1, everything must be 0 or a declared value). Raises MfnsInputError
+    values are PVS (those become 1, everything must be 0 or a declared value). Every subject named by
+    any input (participants.tsv, subject folders, masks, test scans, rater counts, rating slices) is
+    converted, or reported, unless listed in `exclude_subjects`. Raises MfnsInputError
     listing every problem (one per line, naming the file) and writes nothing if anything is wrong.
     Returns the dataset folder.
     """
@@ -417,12 +431,15 @@ def convert_pd_cohort(output_dir: str | Path, dataset_id: int, dataset_name: str
     if bids_root is not None and _is_within(target, input_root):
         problems.add(target, f"output would be inside the input tree {input_root}; choose another -o")
 
-    tests = find_test_scans(test_scans, problems) if test_scans else []
-    test_paths = frozenset(t.path.resolve() for t in tests)
+    excluded = {bids_id(s) if bids_root is not None else s for s in (exclude_subjects or []) if s}
+    all_tests = find_test_scans(test_scans, problems) if test_scans else []
+    tests = [t for t in all_tests if t.subject not in excluded]
+    test_paths = frozenset(t.path.resolve() for t in all_tests)
     if bids_root is not None:
-        cohort = discover_bids(bids_root, problems, derivatives_name, mask_pattern, exclude=test_paths)
+        cohort = discover_bids(bids_root, problems, derivatives_name, mask_pattern, exclude=test_paths,
+                               exclude_subjects=excluded)
     else:
-        cohort = read_manifest(manifest, problems)
+        cohort = read_manifest(manifest, problems, exclude_subjects=excluded)
 
     # Ages and sexes (age is required for every training subject: it drives the stratification).
     for entry in cohort.subjects:
@@ -459,13 +476,27 @@ def convert_pd_cohort(output_dir: str | Path, dataset_id: int, dataset_name: str
         loaded = load_3d_image(scan.path, "test scan", problems, volume_index)
         scan.n_slices = loaded.image.GetSize()[2] if loaded is not None else None
 
-    known = train_ids | set(seen_test)
-    raters = read_rater_counts(rater_counts, known, problems) if rater_counts else {}
-    slice_counts = {e.subject: e.n_slices for e in cohort.subjects}
+    converted = train_ids | set(seen_test)
+    # Rows of excluded subjects are read (so a bad row is still reported) and then dropped.
+    raters = read_rater_counts(rater_counts, converted | excluded, problems) if rater_counts else {}
+    slice_counts: dict[str, int | None] = {s: None for s in excluded}
+    slice_counts.update({e.subject: e.n_slices for e in cohort.subjects})
     slice_counts.update({t.subject: t.n_slices for t in tests})
     slices = read_rating_slices(rating_slices, slice_counts, problems) if rating_slices else {}
 
+    # Nobody is lost: a subject that some input names but that is not about to be written is an error.
+    mentioned = set(raters) | set(slices) | {t.subject for t in all_tests} | cohort.mentioned
+    if bids_root is not None and cohort.tree_scanned:
+        mentioned |= cohort.t2w_subjects | report_unconverted_bids(
+            Path(bids_root).absolute(), converted, excluded, cohort.participants, derivatives_name, mask_pattern,
+            already_named=cohort.t2w_subjects, test_subjects=set(seen_test), problems=problems)
+    report_unknown_exclusions(excluded, mentioned, problems)
+    raters = {k: v for k, v in raters.items() if k not in excluded}
+    slices = {k: v for k, v in slices.items() if k not in excluded}
+
     problems.raise_if_any("input")
+    if excluded:
+        logger.info("left out on request (--exclude-subjects): %s", ", ".join(sorted(excluded)))
 
     # Everything checked: build the cases (files are re-read lazily while writing).
     cases: list[RawCase] = []
@@ -491,7 +522,7 @@ def convert_pd_cohort(output_dir: str | Path, dataset_id: int, dataset_name: str
     if created_by is None:
         from nnunetv2_mfns import __version__
         created_by = {"tool": "nnunetv2_mfns.dataset_conversion.pd_cohort", "version": __version__,
-                      "seed": None, "args": {}}
+                      "seed": None, "args": {"exclude_subjects": sorted(excluded)}}
     description = ("T2w MRI with PVS masks converted by nnunetv2-mfns from "
                    + (f"BIDS tree {Path(bids_root).absolute()}" if bids_root is not None else f"manifest {Path(manifest).absolute()}"))
     return write_nnunet_raw_dataset(output_dir, dataset_id, folder_name, cases, created_by, overwrite=overwrite,

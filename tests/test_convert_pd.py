@@ -482,3 +482,82 @@ def test_raw_writer_api_regions_and_refusals(tmp_path: Path) -> None:
             nnunet_raw.write_nnunet_raw_dataset(tmp_path / "raw2", 9, "Ph", bad_cases, created, show_progress=False)
         assert message in str(e.value)
         assert not (tmp_path / "raw2").exists() or list((tmp_path / "raw2").iterdir()) == []
+
+
+# ------------------------------------------------------------------ issue 11 item 7: nobody is lost
+
+
+def _only_mask_and_row(root: Path) -> None:
+    t2w_path(root, 8).unlink()  # the issue's case: mask + participants row, no T2w
+
+
+def _only_mask(root: Path) -> None:
+    t2w_path(root, 8).unlink()
+    t2w_path(root, 8).parent.rmdir()
+    t2w_path(root, 8).parent.parent.rmdir()
+    p = root / "participants.tsv"
+    p.write_text("\n".join(line for line in p.read_text().splitlines() if not line.startswith("sub-008")) + "\n")
+
+
+def _only_row(root: Path) -> None:
+    for path in (t2w_path(root, 8), mask_path(root, 8)):
+        path.unlink()
+        path.parent.rmdir()
+        path.parent.parent.rmdir()
+
+
+@pytest.mark.parametrize("corrupt,message", [
+    (_only_mask_and_row, "sub-008: subject folder of sub-008 has no T2w image"),
+    (_only_mask, "sub-008_desc-PVS_mask.nii.gz: PVS mask of sub-008 has no T2w image"),
+    (_only_row, "participants.tsv line 9: sub-008 has no T2w image"),
+], ids=["mask_and_row", "mask_only", "row_only"])
+def test_subject_without_t2w_is_named_not_dropped(corrupt, message, tmp_path: Path, capsys) -> None:
+    """Issue 11 item 7: before the fix 7 of 8 subjects were converted with exit status 0."""
+    bids = make_bids(tmp_path / "bids", n=8)
+    corrupt(bids)
+    out = tmp_path / "raw"
+    rc, _, err = run([str(bids), "--dataset-id", "501", "-o", str(out), "--quiet"], capsys)
+    assert rc == 2, "a subject without T2w was dropped silently"
+    assert "error: 1 problem found in the input; nothing was written:" in err
+    assert message in err and "--exclude-subjects sub-008" in err
+    assert_nothing_written(out)
+
+
+def test_orphan_mask_found_through_mask_pattern(bids: Path, tmp_path: Path) -> None:
+    for i in range(1, 8):  # sub-007 has a mask under the pattern but no image
+        _write(_mask(i), bids / "derivatives" / "manual" / f"sub-{i:03d}_pvs.nii.gz")
+    with pytest.raises(MfnsInputError, match=r"sub-007_pvs.nii.gz: PVS mask of sub-007 has no T2w image"):
+        convert_pd_cohort(tmp_path / "raw", 501, "P", bids_root=bids, show_progress=False,
+                          mask_pattern="derivatives/manual/{subject}_pvs.nii.gz")
+
+
+def test_exclude_subjects_leaves_them_out_everywhere_and_is_recorded(tmp_path: Path, capsys) -> None:
+    bids = make_bids(tmp_path / "bids", n=8)
+    t2w_path(bids, 8).unlink()
+    (tmp_path / "raters.csv").write_text("subject,rater,region,count\nsub-001,r1,BG,3\nsub-008,r1,BG,5\n")
+    (tmp_path / "slices.csv").write_text("subject,BG,CSO\nsub-008,1,4\n")
+    out = tmp_path / "raw"
+    side = ["--rater-counts", str(tmp_path / "raters.csv"), "--rating-slices", str(tmp_path / "slices.csv")]
+    rc, _, err = run([str(bids), "--dataset-id", "501", "-o", str(out), "--quiet", "--exclude-subjects",
+                      "sub-008,sub-003"] + side, capsys)
+    assert rc == 0, err
+    doc = json.loads((out / "Dataset501_PDPVS" / "subjects.json").read_text())
+    assert sorted(e["subject"] for e in doc["subjects"].values()) == \
+        ["sub-001", "sub-002", "sub-004", "sub-005", "sub-006", "sub-007"]
+    assert doc["created_by"]["args"]["exclude_subjects"] == ["sub-003", "sub-008"]
+    # A typo in the exclusion list must not pass unnoticed.
+    rc, _, err = run([str(bids), "--dataset-id", "502", "-o", str(out), "--quiet",
+                      "--exclude-subjects", "sub-008,sub-080"], capsys)
+    assert rc == 2 and "--exclude-subjects: sub-080 appears in no input" in err
+
+
+def test_manifest_exclusion(tmp_path: Path) -> None:
+    big = make_bids(tmp_path / "big", n=6)
+    rows = ["subject,t2w,mask,age,sex"] + [f"s{i},{t2w_path(big, i)},{mask_path(big, i)},60,M" for i in range(1, 7)]
+    rows.append(f"s7,{tmp_path / 'missing.nii.gz'},{mask_path(big, 1)},61,F")
+    (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(MfnsInputError, match="missing.nii.gz"):
+        convert_pd_cohort(tmp_path / "raw", 501, "M", manifest=tmp_path / "m.csv", show_progress=False)
+    ds = convert_pd_cohort(tmp_path / "raw", 501, "M", manifest=tmp_path / "m.csv", show_progress=False,
+                           exclude_subjects=["s7"])
+    assert len(list((ds / "imagesTr").iterdir())) == 6

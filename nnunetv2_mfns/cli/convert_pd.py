@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CSV with columns subject,BG,CSO: 0-based rating-slice indices along the slice axis")
     p.add_argument("--test-scans", default=None,
                    help="folder of unlabeled NIfTI scans, or a glob pattern, written to imagesTs")
+    p.add_argument("--exclude-subjects", default=None,
+                   help="comma-separated subjects to leave out on purpose (e.g. sub-007,sub-012): dropped from "
+                        "every input and recorded in subjects.json. Any other subject that an input names but "
+                        "that cannot be converted (e.g. a mask and a participants row but no T2w) is an error")
     p.add_argument("--case-prefix", default="PVS", help="case id prefix, cases are PREFIX_001, ... (default: PVS)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output dataset")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -67,12 +71,14 @@ def main(argv: list[str] | None = None) -> int:
                 recorded[key] = os.path.abspath(recorded[key] if key != "output" else output)
         recorded["output"] = os.path.abspath(output)
         recorded["pvs_values"] = pvs_values
+        exclude = sorted({s.strip() for s in (args.exclude_subjects or "").split(",") if s.strip()})
+        recorded["exclude_subjects"] = exclude
         created_by = {"tool": "mfns-convert-pd", "version": __version__, "seed": None, "args": recorded}
         target = convert_pd_cohort(
             output, args.dataset_id, args.dataset_name, bids_root=args.bids_root, manifest=args.manifest,
             derivatives_name=args.derivatives_name, mask_pattern=args.mask_pattern, pvs_values=pvs_values,
             volume_index=args.volume_index, rater_counts=args.rater_counts, rating_slices=args.rating_slices,
-            test_scans=args.test_scans, overwrite=args.overwrite, case_prefix=args.case_prefix,
+            test_scans=args.test_scans, exclude_subjects=exclude, overwrite=args.overwrite, case_prefix=args.case_prefix,
             created_by=created_by, show_progress=not args.quiet)
     except MfnsInputError as e:
         print(f"error: {e}", file=sys.stderr)
