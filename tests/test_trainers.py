@@ -180,3 +180,32 @@ def test_short_budgets_keep_training_mirroring_but_skip_validation_tta():
     short = nnUNetTrainerMfNSDe_short(make_plans(), "2d", 0, DATASET_JSON, torch.device("cpu"))
     short.configure_rotation_dummyDA_mirroring_and_inital_patch_size()
     assert short.inference_allowed_mirroring_axes == (0, 1)
+
+
+def test_epoch50_model_keeps_the_1000_epoch_schedule_and_stops_at_50():
+    """Issue 11 item 5: the paper tested the epoch-50 model of a 1000-epoch run, not a 50-epoch anneal."""
+    full, pick = build(nnUNetTrainerMfNSDe), build(nnUNetTrainerMfNSDe_50epochs)
+    assert full.num_epochs == 1000 and pick.num_epochs == 50
+    for epoch in (0, 25, 49):
+        full.lr_scheduler.step(epoch)
+        pick.lr_scheduler.step(epoch)
+        assert pick.optimizer.param_groups[0]["lr"] == pytest.approx(full.optimizer.param_groups[0]["lr"], rel=1e-12)
+    assert pick.optimizer.param_groups[0]["lr"] > 0.049  # 1000-epoch cosine barely moved by epoch 49
+    # nnU-Net's run_training loops `range(current_epoch, num_epochs)` and then saves checkpoint_final.pth
+    pick.current_epoch = 0
+    assert len(range(pick.current_epoch, pick.num_epochs)) == 50
+    from nnunetv2_mfns.trainers import nnUNetTrainerMfNSDe_50epochs_ci
+    ci = build(nnUNetTrainerMfNSDe_50epochs_ci)
+    assert ci.num_epochs == 1 and ci.lr_scheduler.max_steps == 1000
+
+
+def test_one_shared_recipe_only_the_network_differs():
+    from nnunetv2_mfns.trainers.paper_recipe import nnUNetTrainerPaperRecipe
+    recipe_hooks = ("configure_optimizers", "_build_loss", "_set_batch_size_and_oversample",
+                    "get_training_transforms", "get_validation_transforms")
+    for cls in (nnUNetTrainerMfNSDe, nnUNetTrainerUNet2D_PaperRecipe):
+        assert issubclass(cls, nnUNetTrainerPaperRecipe)
+        for hook in recipe_hooks:  # the recipe is inherited, never redefined per network
+            assert all(hook not in vars(k) for k in cls.__mro__[:cls.__mro__.index(nnUNetTrainerPaperRecipe)]), \
+                (cls.__name__, hook)
+    assert not issubclass(nnUNetTrainerUNet2D_PaperRecipe, nnUNetTrainerMfNSDe)

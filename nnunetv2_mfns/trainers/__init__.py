@@ -2,11 +2,11 @@
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_mfns.trainers.budgets import BUDGETS, make_budget_variant
+from nnunetv2_mfns.trainers.comparators import nnUNetTrainerUNet2D_PaperRecipe
 from nnunetv2_mfns.trainers.nnUNetTrainerMfNSDe import nnUNetTrainerMfNSDe
 from nnunetv2_mfns.trainers.variants import (nnUNetTrainerMfNSDe_50epochs, nnUNetTrainerMfNSDe_AreaHF,
                                              nnUNetTrainerMfNSDe_NoAttention, nnUNetTrainerMfNSDe_NoDS,
-                                             nnUNetTrainerMfNSDe_NoHF, nnUNetTrainerMfNSDe_nnUNetRecipe,
-                                             nnUNetTrainerUNet2D_PaperRecipe)
+                                             nnUNetTrainerMfNSDe_NoHF, nnUNetTrainerMfNSDe_nnUNetRecipe)
 
 BASE_TRAINERS = [nnUNetTrainerMfNSDe, nnUNetTrainerMfNSDe_50epochs, nnUNetTrainerMfNSDe_NoHF,
                  nnUNetTrainerMfNSDe_AreaHF, nnUNetTrainerMfNSDe_NoAttention, nnUNetTrainerMfNSDe_NoDS,

@@ -1,4 +1,4 @@
-"""One-component variants of nnUNetTrainerMfNSDe: the paper's epoch-50 pick, ablations and baselines.
+"""One-component variants of nnUNetTrainerMfNSDe: the paper's epoch-50 pick and ablations.
 
 Each class changes one thing, named in its docstring, and nothing else.
 """
@@ -9,11 +9,14 @@ from nnunetv2_mfns.trainers.nnUNetTrainerMfNSDe import nnUNetTrainerMfNSDe
 
 
 class nnUNetTrainerMfNSDe_50epochs(nnUNetTrainerMfNSDe):
-    """The paper's pick: it converged after ~50 epochs and tested the epoch-50 model."""
+    """The paper's pick: it trained for 1000 epochs and tested the epoch-50 model. So this run keeps the
+    1000-epoch cosine schedule (the learning rate at epoch e is the 1000-epoch run's) and stops after epoch
+    50, where nnU-Net saves checkpoint_final.pth. Annealing to 1e-5 within 50 epochs would be a different model."""
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        self.lr_schedule_epochs = self.num_epochs  # the full run's 1000 epochs
         self.num_epochs = 50
 
 
@@ -53,11 +56,3 @@ class nnUNetTrainerMfNSDe_nnUNetRecipe(nnUNetTrainerMfNSDe):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.initial_lr = 1e-2
         self.weight_decay = 3e-5
-
-
-class nnUNetTrainerUNet2D_PaperRecipe(nnUNetTrainerMfNSDe):
-    """The paper's plain U-Net baseline: nnU-Net's PlainConvUNet from the plans (all its DS scales), trained
-    with the MfNS_De recipe (HF DS targets, soft Dice, Adagrad 0.05, batch 4)."""
-    network_class_name = None
-    build_network_architecture = staticmethod(nnUNetTrainer.build_network_architecture)
-    _get_deep_supervision_scales = nnUNetTrainer._get_deep_supervision_scales
