@@ -4,17 +4,17 @@ Voxel metrics use the paper's formulas with TP/FP/FN counted over the whole volu
     DSC = 2 TP / (2 TP + FP + FN),  SEN = TP / (TP + FN),  PPV = TP / (TP + FP).
 
 Lesion-wise detection (3D connected components, `connectivity` 6, 18 or 26 voxels; default 26, i.e.
-every face-, edge- or corner-sharing voxel belongs to the same component):
-    * a true component is *detected* if at least one of its voxels is also predicted (any overlap);
-    * a predicted component is *matched* (a true positive) if at least one of its voxels is foreground in
-      the truth;
+every face-, edge- or corner-sharing voxel belongs to the same component), rule in lesion_matching.py:
+    default `lesion_rule="one_to_one"`: maximum-weight bipartite matching of true and predicted components
+    on their IoU, a pair counts when IoU >= `min_iou` (default 0.1); merges and splits are errors;
+    named option `lesion_rule="any_overlap"`: the old many-to-many touch rule (can be gamed: an all-ones
+    prediction scores 1.0), kept only to compare with results made before issue 11.
     lesion_recall = detected true components / true components,
     lesion_precision = matched predicted components / predicted components,
     lesion_f1 = 2 P R / (P + R).
-  The rule is many-to-many on purpose: one predicted blob that bridges two true PVS detects both, and a
-  true PVS broken into two predicted pieces (the failure mode the paper names for long PVS) yields two
-  matched predicted components. Both counts are reported (n_true_detected, n_pred_matched) so the
-  asymmetry stays visible.
+  n_true_detected and n_pred_matched are reported (equal under one_to_one), and n_merging_pred (predicted
+  components touching >= 2 true ones) and n_split_true (true components touched by >= 2 predicted ones),
+  so the kind of error stays visible.
 
 Empty-mask conventions (tested in tests/test_metrics.py):
     | truth | prediction | DSC | SEN | PPV | lesion recall | lesion precision | lesion F1 | HD95 |
@@ -52,6 +52,7 @@ from nnunetv2_mfns.errors import MfnsInputError
 
 from .io import (FILE_ENDING, describe_geometry_difference, list_cases, prediction_files, read_binary_mask,
                  same_geometry)
+from .lesion_matching import DEFAULT_LESION_RULE, DEFAULT_MIN_IOU, check_lesion_rule, match_lesions
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ CONNECTIVITY_RANK = {6: 1, 18: 2, 26: 3}
 # order of the metrics in tables; hd95_mm only when requested
 METRIC_NAMES = ("dsc", "sen", "ppv", "lesion_recall", "lesion_precision", "lesion_f1",
                 "n_true_components", "n_pred_components", "n_true_detected", "n_pred_matched",
+                "n_merging_pred", "n_split_true",
                 "vol_true_mm3", "vol_pred_mm3", "tp_voxels", "fp_voxels", "fn_voxels")
 
 
@@ -107,13 +109,16 @@ def hd95(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...]) -> float:
 
 
 def evaluate_case(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...], connectivity: int = 26,
-                  compute_hd95: bool = False, gt_labels: tuple[np.ndarray, int] | None = None) -> dict[str, float]:
+                  compute_hd95: bool = False, gt_labels: tuple[np.ndarray, int] | None = None,
+                  lesion_rule: str = DEFAULT_LESION_RULE, min_iou: float = DEFAULT_MIN_IOU) -> dict[str, float]:
     """All per-case metrics of a binary prediction against a binary truth.
 
     spacing is given in the arrays' axis order (for SimpleITK arrays: z, y, x in mm). gt_labels may pass a
     precomputed `label_components(gt, connectivity)` so that a truth shared by several methods is labelled once.
+    lesion_rule / min_iou: the lesion matching rule (module docstring, lesion_matching.py).
     Conventions for empty masks: see the module docstring.
     """
+    check_lesion_rule(lesion_rule, min_iou)
     pred = np.asarray(pred).astype(bool, copy=False)
     gt = np.asarray(gt).astype(bool, copy=False)
     if gt.ndim != 3:
@@ -137,29 +142,20 @@ def evaluate_case(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...], 
 
     gt_lab, n_gt = gt_labels if gt_labels is not None else label_components(gt, connectivity)
     pred_lab, n_pred = label_components(pred, connectivity)
-    # one pass over the overlap voxels: which truth / predicted components take part in any overlap
-    n_true_detected = int(np.count_nonzero(np.bincount(gt_lab[both], minlength=n_gt + 1)[1:])) if tp else 0
-    n_pred_matched = int(np.count_nonzero(np.bincount(pred_lab[both], minlength=n_pred + 1)[1:])) if tp else 0
-    rec = _ratio(n_true_detected, n_gt)
-    prec = _ratio(n_pred_matched, n_pred)
-    if n_gt == 0 and n_pred == 0:
-        f1 = 1.0
-    elif n_gt == 0 or n_pred == 0 or rec + prec == 0:
-        f1 = 0.0
-    else:
-        f1 = 2 * prec * rec / (prec + rec)
+    match = match_lesions(gt_lab, n_gt, pred_lab, n_pred, lesion_rule, min_iou)
+    lesion = match.scores()
 
     out = {
         "dsc": float(dsc),
         "sen": _ratio(tp, tp + fn),
         "ppv": _ratio(tp, tp + fp),
-        "lesion_recall": rec,
-        "lesion_precision": prec,
-        "lesion_f1": float(f1),
+        **lesion,
         "n_true_components": float(n_gt),
         "n_pred_components": float(n_pred),
-        "n_true_detected": float(n_true_detected),
-        "n_pred_matched": float(n_pred_matched),
+        "n_true_detected": float(match.n_true_detected),
+        "n_pred_matched": float(match.n_pred_matched),
+        "n_merging_pred": float(match.n_merging_pred),
+        "n_split_true": float(match.n_split_true),
         "vol_true_mm3": n_gt_vox * voxel_mm3,
         "vol_pred_mm3": n_pred_vox * voxel_mm3,
         "tp_voxels": float(tp),
@@ -202,7 +198,8 @@ def check_folders(gt_dir: Path, pred_dirs: dict[str, Path | list[Path]], allow_m
 
 
 def _evaluate_one_case(case: str, gt_path: Path, preds: dict[str, Path], connectivity: int,
-                       compute_hd95: bool) -> list[tuple[str, str, str, float]]:
+                       compute_hd95: bool, lesion_rule: str = DEFAULT_LESION_RULE,
+                       min_iou: float = DEFAULT_MIN_IOU) -> list[tuple[str, str, str, float]]:
     gt, g_geom = read_binary_mask(gt_path, role="label")
     gt_labels = label_components(gt, connectivity)
     rows = []
@@ -211,14 +208,15 @@ def _evaluate_one_case(case: str, gt_path: Path, preds: dict[str, Path], connect
         if not same_geometry(g_geom, p_geom):
             raise MfnsInputError(f"{p}: geometry differs from the label {gt_path.name} "
                                  f"({describe_geometry_difference(p_geom, g_geom)})")
-        m = evaluate_case(pred, gt, g_geom.spacing_zyx, connectivity, compute_hd95, gt_labels)
+        m = evaluate_case(pred, gt, g_geom.spacing_zyx, connectivity, compute_hd95, gt_labels, lesion_rule, min_iou)
         rows.extend((case, method, k, v) for k, v in m.items())
     return rows
 
 
 def evaluate_folders(gt_dir: Path, pred_dirs: dict[str, Path | list[Path]], case_to_fold: dict[str, int] | None = None,
                      allow_missing: bool = False, compute_hd95: bool = False, connectivity: int = 26,
-                     num_workers: int = 1, progress: bool = True) -> pd.DataFrame:
+                     num_workers: int = 1, progress: bool = True, lesion_rule: str = DEFAULT_LESION_RULE,
+                     min_iou: float = DEFAULT_MIN_IOU) -> pd.DataFrame:
     """Evaluates every method's prediction folder (or list of folders, e.g. one per fold) against the labels.
 
     Returns a tidy DataFrame with columns case, method, fold, metric, value (fold is NA for cases that no
@@ -227,13 +225,14 @@ def evaluate_folders(gt_dir: Path, pred_dirs: dict[str, Path | list[Path]], case
     parallel processes.
     """
     structure_3d(connectivity)  # validate before any work
+    check_lesion_rule(lesion_rule, min_iou)
     gt_dir = Path(gt_dir)
     gt_cases, todo, missing = check_folders(gt_dir, pred_dirs, allow_missing)
     jobs = []
     for case in gt_cases:
         preds = {m: todo[m][case] for m in pred_dirs if case in todo[m]}
         if preds:
-            jobs.append((case, gt_dir / (case + FILE_ENDING), preds, connectivity, compute_hd95))
+            jobs.append((case, gt_dir / (case + FILE_ENDING), preds, connectivity, compute_hd95, lesion_rule, min_iou))
     for m, miss in missing.items():
         if miss:
             logger.warning("method %s: %d case(s) without prediction skipped: %s", m, len(miss), ", ".join(miss))
@@ -255,6 +254,7 @@ def evaluate_folders(gt_dir: Path, pred_dirs: dict[str, Path | list[Path]], case
     df["value"] = df["value"].astype(float)
     df.attrs["missing"] = {m: list(v) for m, v in missing.items() if v}
     df.attrs["methods"] = list(pred_dirs)
+    df.attrs["lesion_rule"] = {"lesion_rule": lesion_rule, "min_iou": float(min_iou), "connectivity": connectivity}
     return df
 
 

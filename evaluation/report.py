@@ -26,6 +26,7 @@ from . import figures
 from .counts import count_correlations, count_folders, COUNT_COLUMNS
 from .io import (FILE_ENDING, case_to_fold_from_splits, load_splits_file, load_subjects, prediction_files,
                  prepare_out_dir, read_binary_mask, read_image)
+from .lesion_matching import DEFAULT_LESION_RULE, DEFAULT_MIN_IOU
 from .metrics import evaluate_folders
 from .stats import markdown_table, method_order, paired_tests, stats_markdown, summary_markdown, summary_table
 
@@ -106,6 +107,17 @@ def _burden_cases(metrics: pd.DataFrame) -> list[tuple[str, str]]:
     return out
 
 
+def _lesion_rule_sentence(settings: dict) -> str:
+    if settings["lesion rule"] == "any_overlap":
+        return ("**any-overlap rule (not the default; can be gamed, e.g. an all-ones prediction scores lesion F1 = 1)**: "
+                "a true component is detected if any of its voxels is predicted, a predicted component is a true "
+                "positive if any of its voxels is true.")
+    return ("one-to-one rule: true and predicted components are paired by a maximum-weight bipartite matching on "
+            f"their IoU, and a pair counts only when IoU >= {settings['lesion min IoU']:g}, so a blob covering several "
+            "PVS finds at most one and the extra pieces of a split PVS are false positives (VALDO-style detection F1; "
+            "`evaluation/lesion_matching.py`).")
+
+
 def _fmt(x, digits=3):
     return "NaN" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
 
@@ -114,7 +126,8 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
                  splits_json: Path | None = None, reference_method: str = "MfNS_De", provenance: dict | None = None,
                  *, overwrite: bool = False, allow_missing: bool = False, compute_hd95: bool = False,
                  connectivity: int = 26, count_connectivity: int = 8, min_size: int = 1, n_boot: int = 10000,
-                 seed: int = 0, num_workers: int = 1, dataset_dir: Path | None = None) -> Path:
+                 seed: int = 0, num_workers: int = 1, dataset_dir: Path | None = None,
+                 lesion_rule: str = DEFAULT_LESION_RULE, min_iou: float = DEFAULT_MIN_IOU) -> Path:
     """Evaluates every prediction folder and writes the full report into out_dir; returns report.md's path.
 
     subjects_json gives the rating slices, region masks and rater counts (counts are skipped with a note
@@ -131,7 +144,8 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
     out_dir = prepare_out_dir(out_dir, overwrite, REPORT_FILES)
 
     metrics = evaluate_folders(gt_dir, pred_dirs, case_to_fold, allow_missing=allow_missing,
-                               compute_hd95=compute_hd95, connectivity=connectivity, num_workers=num_workers)
+                               compute_hd95=compute_hd95, connectivity=connectivity, num_workers=num_workers,
+                               lesion_rule=lesion_rule, min_iou=min_iou)
     missing = metrics.attrs.get("missing", {})
     pred_files = prediction_files(pred_dirs)
     methods = method_order(metrics, reference_method)
@@ -177,6 +191,7 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
         splits=splits, reference=reference_method, provenance=provenance or {}, metrics=metrics, summary=summary,
         tests=tests, counts=counts, corr=corr, missing=missing, overlay_case=overlay_case,
         burden=_burden_cases(metrics), settings={"connectivity (3D lesions)": connectivity,
+                                                  "lesion rule": lesion_rule, "lesion min IoU": min_iou,
                                                   "connectivity (2D counts)": count_connectivity,
                                                   "min_size (2D counts, pixels)": min_size, "HD95": compute_hd95,
                                                   "bootstrap resamples": n_boot, "bootstrap seed": seed,
@@ -240,8 +255,7 @@ def _report_markdown(*, gt_dir, pred_dirs, subjects_json, subjects, splits_json,
           "summary: [summary.csv](summary.csv), [summary.md](summary.md).", "",
           summary_markdown(summary), "",
           "DSC = 2TP/(2TP+FP+FN), SEN = TP/(TP+FN), PPV = TP/(TP+FP) over all voxels of a case. Lesion-wise: 3D "
-          f"components ({settings['connectivity (3D lesions)']}-connectivity); a true component is detected if any of its "
-          "voxels is predicted, a predicted component is a true positive if any of its voxels is true. Empty masks: "
+          f"components ({settings['connectivity (3D lesions)']}-connectivity); " + _lesion_rule_sentence(settings) + " Empty masks: "
           "DSC = 1 and lesion F1 = 1 when both are empty; SEN (and lesion recall) NaN when the truth is empty, PPV (and "
           "lesion precision) NaN when the prediction is empty; NaN values are left out of the means (`n` per metric in "
           "summary.csv).", "",

@@ -88,23 +88,107 @@ def test_touching_lesions_depend_on_connectivity():
         evaluate_case(pred, gt, SP, connectivity=8)
 
 
-def test_matching_rule_many_to_many():
+def test_any_overlap_rule_is_many_to_many_and_only_an_option():
+    """The pre-issue-11 rule, still available by name: merges and splits are not errors."""
     gt, pred = vol(), vol()
     gt[1, 2, 2] = True
     gt[1, 2, 5] = True
     pred[1, 2, 2:6] = True  # one predicted blob bridges both true lesions
-    m = evaluate_case(pred, gt, SP)
+    m = evaluate_case(pred, gt, SP, lesion_rule="any_overlap")
     assert m["n_true_detected"] == 2 and m["lesion_recall"] == 1.0
     assert m["n_pred_components"] == 1 and m["lesion_precision"] == 1.0
+    assert m["n_merging_pred"] == 1
     gt2, pred2 = vol(), vol()
     gt2[1, 5, 1:8] = True  # one long true PVS ...
     pred2[1, 5, 1:3] = True
     pred2[1, 5, 5:8] = True  # ... broken into two predicted pieces
     pred2[3, 0, 0] = True  # plus an unmatched one
-    m2 = evaluate_case(pred2, gt2, SP)
-    assert m2["lesion_recall"] == 1.0
+    m2 = evaluate_case(pred2, gt2, SP, lesion_rule="any_overlap")
+    assert m2["lesion_recall"] == 1.0 and m2["n_split_true"] == 1
     assert m2["n_pred_matched"] == 2 and m2["lesion_precision"] == pytest.approx(2 / 3)
     assert m2["lesion_f1"] == pytest.approx(2 * (2 / 3) / (1 + 2 / 3))
+    with pytest.raises(MfnsInputError, match="lesion_rule"):
+        evaluate_case(pred2, gt2, SP, lesion_rule="touch")
+    with pytest.raises(MfnsInputError, match="min_iou"):
+        evaluate_case(pred2, gt2, SP, min_iou=0)
+
+
+def _many_pvs(shape=(6, 40, 40), n=12, seed=0):
+    """n separate short PVS-like tubes (3 voxels along z, one voxel wide) on a grid, seeded."""
+    rng = np.random.default_rng(seed)
+    gt = np.zeros(shape, bool)
+    for k, (y, x) in enumerate([(y, x) for y in range(3, 37, 6) for x in range(3, 37, 6)][:n]):
+        z = int(rng.integers(0, shape[0] - 3))
+        gt[z:z + 3, y, x] = True
+    return gt
+
+
+def test_all_ones_prediction_does_not_score_well():
+    """Issue 11: an all-ones prediction scored lesion recall = precision = F1 = 1.0 under any-overlap."""
+    gt = _many_pvs()
+    pred = np.ones_like(gt)
+    m = evaluate_case(pred, gt, SP)
+    assert m["dsc"] < 0.01
+    assert m["lesion_recall"] == 0.0 and m["lesion_precision"] == 0.0 and m["lesion_f1"] == 0.0
+    assert m["n_merging_pred"] == 1
+    old = evaluate_case(pred, gt, SP, lesion_rule="any_overlap")
+    assert old["lesion_f1"] == 1.0  # what the old default reported
+
+
+def test_one_blob_covering_several_pvs_matches_at_most_one():
+    gt = vol((4, 12, 12))
+    gt[1, 2, 2] = gt[1, 2, 5] = gt[1, 2, 8] = True  # three one-voxel PVS in a row
+    pred = vol((4, 12, 12))
+    pred[1, 2, 2:9] = True  # one blob of 7 voxels over all three: IoU 1/7 with each
+    m = evaluate_case(pred, gt, SP)
+    assert m["n_true_detected"] == 1 and m["n_pred_matched"] == 1
+    assert m["lesion_recall"] == pytest.approx(1 / 3) and m["lesion_precision"] == 1.0
+    assert m["lesion_f1"] == pytest.approx(0.5)
+    big = vol((4, 12, 12))
+    big[0:3, 0:5, 0:10] = True  # a larger blob: IoU 1/150 with each, below 0.1, so no PVS is found
+    mb = evaluate_case(big, gt, SP)
+    assert mb["lesion_recall"] == 0.0 and mb["lesion_precision"] == 0.0 and mb["lesion_f1"] == 0.0
+
+
+def test_one_pvs_split_in_three_counts_two_false_positives():
+    gt = vol((4, 12, 12))
+    gt[1, 5, 0:11] = True  # one long PVS of 11 voxels
+    pred = vol((4, 12, 12))
+    pred[1, 5, 0:3] = pred[1, 5, 4:7] = pred[1, 5, 8:11] = True  # three pieces of 3 (IoU 3/11 each)
+    m = evaluate_case(pred, gt, SP)
+    assert m["n_pred_components"] == 3 and m["n_split_true"] == 1
+    assert m["lesion_recall"] == 1.0 and m["n_pred_matched"] == 1
+    assert m["lesion_precision"] == pytest.approx(1 / 3)
+    assert m["lesion_f1"] == pytest.approx(0.5)
+
+
+def test_one_voxel_pvs_iou_threshold():
+    gt = vol((5, 9, 9))
+    gt[2, 4, 4] = True
+    patch = vol((5, 9, 9))
+    patch[2, 3:6, 3:6] = True  # 3x3 in-plane: IoU 1/9 >= 0.1, matched
+    cube = vol((5, 9, 9))
+    cube[1:4, 3:6, 3:6] = True  # 3x3x3: IoU 1/27 < 0.1, not matched
+    assert evaluate_case(patch, gt, SP)["lesion_f1"] == 1.0
+    mc = evaluate_case(cube, gt, SP)
+    assert mc["lesion_f1"] == 0.0 and mc["dsc"] == pytest.approx(2 / 28)
+    assert evaluate_case(cube, gt, SP, min_iou=0.03)["lesion_f1"] == 1.0
+
+
+def test_matching_is_maximum_weight_not_greedy():
+    """Hand-labelled components along one line of voxels: true A = x0-3, B = x4-5; predicted P = x0-2 + x4-5,
+    Q = x3. IoU(A,P) = 3/6, IoU(B,P) = 2/5, IoU(A,Q) = 1/4. Best-IoU-first greedy pairing takes (A, P) and
+    then has nothing left for B; the maximum-weight matching takes (A, Q) + (B, P) (total 0.65 > 0.5)."""
+    from nnunetv2_mfns.evaluation.lesion_matching import match_lesions
+    gt_lab = np.array([1, 1, 1, 1, 2, 2, 0, 0]).reshape(1, 1, 8)
+    pred_lab = np.array([1, 1, 1, 2, 1, 1, 0, 0]).reshape(1, 1, 8)
+    m = match_lesions(gt_lab, 2, pred_lab, 2)
+    assert [(t, p) for t, p, _ in m.pairs] == [(1, 2), (2, 1)]
+    assert [w for _, _, w in m.pairs] == pytest.approx([0.25, 0.4])
+    assert m.n_true_detected == m.n_pred_matched == 2
+    # a threshold above IoU(A, Q) leaves only the pair (A, P) or (B, P); the heavier one wins
+    m2 = match_lesions(gt_lab, 2, pred_lab, 2, min_iou=0.3)
+    assert [(t, p) for t, p, _ in m2.pairs] == [(1, 1)]
 
 
 def test_hd95_hand_computed():

@@ -29,6 +29,11 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hd95", action="store_true", help="also compute the 95th-percentile Hausdorff distance (mm)")
     p.add_argument("--connectivity", type=int, default=26, choices=(6, 18, 26),
                    help="3D connectivity of lesion components (default 26)")
+    p.add_argument("--lesion-rule", default="one_to_one", choices=("one_to_one", "any_overlap"),
+                   help="lesion-wise matching: one_to_one (default; maximum-weight matching on component IoU, merges and "
+                        "splits count as errors) or any_overlap (the old touch rule, only to compare with old results)")
+    p.add_argument("--min-iou", type=float, default=0.1,
+                   help="smallest IoU of a matched true/predicted component pair under one_to_one (default 0.1)")
     p.add_argument("--count-connectivity", type=int, default=8, choices=(4, 8),
                    help="2D connectivity of rating-slice counts (default 8)")
     p.add_argument("--min-size", type=int, default=1, help="smallest counted 2D component in pixels (default 1)")
@@ -43,6 +48,8 @@ def check_common_arguments(args: argparse.Namespace) -> None:
         raise MfnsInputError(f"--min-size: must be >= 1, got {args.min_size}")
     if args.n_boot < 100:
         raise MfnsInputError(f"--n-boot: must be >= 100, got {args.n_boot}")
+    if not 0 < args.min_iou <= 1:
+        raise MfnsInputError(f"--min-iou: must be in (0, 1], got {args.min_iou}")
     if args.workers < 1:
         raise MfnsInputError(f"--workers: must be >= 1, got {args.workers}")
 
@@ -70,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         case_to_fold = case_to_fold_from_splits(load_splits_file(args.splits), str(args.splits)) if args.splits else None
         out = prepare_out_dir(args.out, args.overwrite, METRIC_FILES + (COUNT_FILES if subjects else []))
         metrics = evaluate_folders(args.gt, pred_dirs, case_to_fold, allow_missing=args.allow_missing,
-                                   compute_hd95=args.hd95, connectivity=args.connectivity, num_workers=args.workers)
+                                   compute_hd95=args.hd95, connectivity=args.connectivity, num_workers=args.workers,
+                                   lesion_rule=args.lesion_rule, min_iou=args.min_iou)
         summary, _ = write_metric_tables(out, metrics, args.reference, args.n_boot, args.seed)
         if subjects is not None:
             counts = count_folders(subjects, args.subjects.parent, pred_dirs, args.gt, args.count_connectivity,

@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                               overwrite=args.overwrite, allow_missing=args.allow_missing, compute_hd95=args.hd95,
                               connectivity=args.connectivity, count_connectivity=args.count_connectivity,
                               min_size=args.min_size, n_boot=args.n_boot, seed=args.seed, num_workers=args.workers,
-                              dataset_dir=args.dataset_dir)
+                              dataset_dir=args.dataset_dir, lesion_rule=args.lesion_rule, min_iou=args.min_iou)
     except MfnsInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
