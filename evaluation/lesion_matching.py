@@ -11,10 +11,10 @@ component and vice versa, by a maximum-weight bipartite matching on the componen
       positives, i.e. a split is an error;
     * a prediction of all ones is one huge component whose IoU with any PVS is far below 0.1: lesion
       recall, precision and F1 are 0 (under the old any-overlap rule it scored 1.0).
-Where the rule comes from: one-to-one assignment of reference and predicted elements is what the
-VALDO challenge used for its detection F1 on PVS, microbleeds and lacunes (Sudre et al., "Where is
-VALDO?", Medical Image Analysis 2024, arXiv:2208.07167, section 2.5: each reference element is
-attributed at most one predicted element); Metrics Reloaded (Maier-Hein et al., Nature Methods 2024)
+Where the rule comes from: the VALDO challenge's detection F1 (Sudre et al., "Where is VALDO?",
+Medical Image Analysis 2024, arXiv:2208.07167, section 2.5) attributes each reference element at most
+one predicted element, with a task-specific association criterion (e.g. centres of mass < 5 mm apart
+for microbleeds; we use overlap, since PVS are elongated and close together); Metrics Reloaded (Maier-Hein et al., Nature Methods 2024)
 recommends exactly this pairing of a localisation criterion (IoU above a threshold) with an optimal
 (Hungarian) assignment strategy for instance-level detection, as implemented by panoptica (Kofler et
 al. 2023) and discussed for small multi-instance targets by CC-Metrics (Jaus et al. 2024). The IoU
