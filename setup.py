@@ -74,9 +74,9 @@ setup(
         "acvl-utils>=0.2",
         "SimpleITK>=2.2",
         "numpy",
-        "scipy",
-        "pandas",
-        "matplotlib",
+        "scipy>=1.15",  # scipy.stats.bootstrap(rng=...) (evaluation/stats.py); older SciPy only has random_state
+        "pandas>=1.3",  # DataFrame.attrs, nullable Int64 (evaluation/metrics.py); 1.3 is the first with Python 3.10
+        "matplotlib>=3.5",  # Axes.set_xticks(ticks, labels) (evaluation/figures.py)
         "nibabel",
         "nilearn>=0.10",
         "tqdm",
