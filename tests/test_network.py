@@ -252,3 +252,108 @@ def test_bad_requests_raise_value_error(change, match):
     kw.update(change)
     with pytest.raises(ValueError, match=match):
         get_network_from_plans(CLASS_PATH, kw, ["norm_op", "dropout_op", "nonlin"], 1, 2, deep_supervision=True)
+
+
+# ---- network switches (issue 10): Res-CBAM nodes, non-saturating gate init, attention on some rows ------------
+SWITCHES = [
+    ("res_cbam", {"node_block": "res_cbam"}),
+    ("neutral_init", {"attention_init": "neutral"}),
+    ("res_cbam_neutral", {"node_block": "res_cbam", "attention_init": "neutral"}),
+    ("res_cbam_no_attention", {"node_block": "res_cbam", "use_attention": False}),
+    ("attention_coarse_rows", {"attention_rows": [1, 2, 3, 4]}),
+]
+
+
+@pytest.mark.parametrize("name,switch", SWITCHES, ids=[s[0] for s in SWITCHES])
+def test_switch_shapes_gradients_and_strict_loading(name, switch):
+    # conv_bias False: a conv bias directly followed by instance norm has an (analytically) zero gradient
+    kw = plan_kwargs(2, ANISO_7[:6], [4, 6, 8, 8, 8, 8], conv_bias=False, **switch)
+    net = build(kw, 1, 2, ds=True, seed=5)
+    patch = (35, 33)
+    seg = torch.zeros((1, *patch), dtype=torch.int16)
+    targets = DownsampleSegForDSTransform(net.get_deep_supervision_scales())(segmentation=seg)["segmentation"]
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(2, 1, *patch, generator=g)
+    net.train()
+    outs = net(x)
+    assert len(outs) == net.n_rows == len(targets)
+    for o, t in zip(outs, targets):
+        assert tuple(o.shape) == (2, 2, *t.shape[1:])
+    loss = sum(nn.functional.cross_entropy(o, torch.randint(0, 2, (o.shape[0], *o.shape[2:]), generator=g))
+               for o in outs)
+    loss.backward()
+    zero = [n for n, p in net.named_parameters() if p.grad is None or not torch.any(p.grad != 0)]
+    assert zero == []
+
+    net.eval()
+    inf_net = build(dict(kw), 1, 2, ds=False, seed=6).eval()
+    res = inf_net.load_state_dict(net.state_dict(), strict=True)
+    assert not res.missing_keys and not res.unexpected_keys
+    with torch.no_grad():
+        net.decoder.deep_supervision = False
+        assert torch.equal(inf_net(x), net(x))
+    assert 0 < net.compute_conv_feature_map_size(patch)
+
+
+def test_faithful_default_keeps_its_state_dict_layout():
+    # checkpoints trained before the switches existed must keep loading into the default network
+    kw = plan_kwargs(2, [[1, 1], [2, 2], [2, 2]], [4, 8, 16])
+    keys = set(build(kw, 1, 2).state_dict())
+    for key in ("decoder.nodes.0.0.0.convs.0.conv.weight", "decoder.nodes.0.0.1.channel.mlp.0.weight",
+                "decoder.nodes.1.0.1.spatial.conv.weight", "decoder.fusion.0.convs.1.norm.weight",
+                "decoder.fusion.1.channel.mlp.2.bias"):
+        assert key in keys, key
+    assert not any(".skip." in k for k in keys)
+
+
+def test_res_cbam_node_computes_dnanet_block():
+    from nnunetv2_mfns.architectures import ResCBAMNode
+    kw = plan_kwargs(2, [[1, 1], [2, 2], [2, 2]], [4, 8, 16], node_block="res_cbam")
+    net = build(kw, 1, 2).eval()
+    node = net.decoder.nodes[0][1]
+    assert isinstance(node, ResCBAMNode)
+    # last conv without nonlin (the nonlin follows the residual sum), 1x1 conv + norm shortcut
+    assert not hasattr(node.convs[-1], "nonlin") and hasattr(node.convs[0], "nonlin")
+    assert node.skip.conv.kernel_size == (1, 1) and hasattr(node.skip, "norm")
+    x = torch.randn(2, node.input_channels, 12, 10)
+    with torch.no_grad():
+        branch = node.convs(x)
+        branch = branch * node.attention.channel(branch)
+        branch = branch * node.attention.spatial(branch)
+        expected = nn.functional.leaky_relu(branch + node.skip(x), 0.01)
+        assert torch.allclose(node(x), expected, atol=1e-6)
+
+
+def test_neutral_attention_init_starts_gates_near_half_and_he_does_not_change():
+    from nnunetv2_mfns.architectures import ChannelAttention, SpatialAttention
+    kw = plan_kwargs(2, [[1, 1], [2, 2], [2, 2], [2, 2]], [8, 16, 32, 32])
+    x = torch.randn(2, 1, 32, 32)
+
+    def gates(net):
+        vals = []
+        hooks = [m.register_forward_hook(lambda _m, _i, o: vals.append(o.flatten()))
+                 for m in net.modules() if isinstance(m, (ChannelAttention, SpatialAttention))]
+        with torch.no_grad():
+            net(x)
+        for h in hooks:
+            h.remove()
+        return torch.cat(vals)
+
+    neutral = gates(build(dict(kw, attention_init="neutral"), 1, 2, seed=0))
+    assert torch.all((neutral > 0.4) & (neutral < 0.6))
+    he = build(kw, 1, 2, seed=0)
+    # the faithful default is nnU-Net's He init everywhere, the gate layers included
+    w = he.decoder.nodes[0][0][1].spatial.conv.weight
+    assert abs(w.std().item() / np.sqrt(2 / (1 + 1e-4) / w[0].numel()) - 1) < 0.35
+    assert gates(he).std() > 5 * neutral.std()
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"node_block": "dense"}, "node_block"),
+    ({"attention_init": "zeros"}, "attention_init"),
+    ({"attention_rows": [0, 3]}, "attention_rows"),
+])
+def test_bad_switches_raise_value_error(change, match):
+    kw = plan_kwargs(2, [[1, 1], [2, 2], [2, 2]], [4, 8, 8], **change)
+    with pytest.raises(ValueError, match=match):
+        get_network_from_plans(CLASS_PATH, kw, REQ_IMPORT, 1, 2, deep_supervision=True)

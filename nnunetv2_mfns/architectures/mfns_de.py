@@ -49,22 +49,22 @@ from typing import List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.dropout import _DropoutNd
 
 from dynamic_network_architectures.architectures.abstract_arch import AbstractDynamicNetworkArchitectures
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
-from dynamic_network_architectures.building_blocks.simple_conv_blocks import StackedConvBlocks
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 
-from nnunetv2_mfns.architectures.attention import CBAM
+from nnunetv2_mfns.architectures.attention import ATTENTION_INITS
+from nnunetv2_mfns.architectures.nested_blocks import NODE_BLOCKS
+from nnunetv2_mfns.architectures.nested_decoder import SUPPORTED_DIMS as _SUPPORTED_DIMS
+from nnunetv2_mfns.architectures.nested_decoder import MfNSDeDecoder, deep_supervision_scales
+
+__all__ = ["MfNSDe", "MfNSDeDecoder", "deep_supervision_scales"]
 
 IntOrSeq = Union[int, List[int], Tuple[int, ...]]
-
-_SUPPORTED_DIMS = {nn.Conv2d: 2, nn.Conv3d: 3}
-_INTERP_MODE = {2: "bilinear", 3: "trilinear"}
 
 
 def _resolve_class(value, name: str, allow_none: bool):
@@ -112,148 +112,6 @@ def _per_stage_vectors(value, n: int, dim: int, name: str) -> List[List[int]]:
     return out
 
 
-def deep_supervision_scales(strides: Sequence, n_stages: Optional[int] = None,
-                            max_nested_stages: int = 5) -> List[List[float]]:
-    """nnU-Net-style deep-supervision scales of an MfNSDe built from these plan strides.
-
-    One scale per built row, full resolution first: ``1 / cumprod(strides)[:n_rows]`` with
-    ``n_rows = min(n_stages, max_nested_stages)``, the same arithmetic as nnU-Net's
-    ``_get_deep_supervision_scales`` (which instead drops only the last stage). Usable by a trainer
-    before the network exists, e.g. with ``configuration_manager.pool_op_kernel_sizes``.
-    """
-    n_stages = len(strides) if n_stages is None else n_stages
-    n_rows = min(n_stages, max_nested_stages)
-    scales = 1 / np.cumprod(np.vstack([np.atleast_1d(s) for s in strides[:n_rows]]), axis=0)
-    return [[float(v) for v in row] for row in scales]
-
-
-class MfNSDeDecoder(nn.Module):
-    """Nested nodes, fusion and heads. Named ``decoder`` in the network so that nnU-Net's stock
-    ``set_deep_supervision_enabled`` (which sets ``network.decoder.deep_supervision``) works."""
-
-    def __init__(self, encoder: PlainConvEncoder, num_classes: int, n_conv_per_row: List[int],
-                 deep_supervision: bool, use_attention: bool, nonlin_first: bool,
-                 attention_reduction: int, attention_min_hidden: int, attention_kernel_size: int) -> None:
-        super().__init__()
-        self.deep_supervision = deep_supervision
-        self.num_classes = num_classes
-        self.use_attention = use_attention
-        self.conv_op = encoder.conv_op
-        self.dim = _SUPPORTED_DIMS[encoder.conv_op]
-        self.widths = list(encoder.output_channels)
-        self.n_rows = len(self.widths)
-        self.strides = encoder.strides
-        self.n_conv_per_row = n_conv_per_row
-        L = self.n_rows
-        w = self.widths
-
-        block_kwargs = dict(conv_bias=encoder.conv_bias, norm_op=encoder.norm_op,
-                            norm_op_kwargs=encoder.norm_op_kwargs, dropout_op=encoder.dropout_op,
-                            dropout_op_kwargs=encoder.dropout_op_kwargs, nonlin=encoder.nonlin,
-                            nonlin_kwargs=encoder.nonlin_kwargs, nonlin_first=nonlin_first)
-        att_kwargs = dict(reduction=attention_reduction, min_hidden=attention_min_hidden,
-                          spatial_kernel_size=attention_kernel_size, nonlin=encoder.nonlin,
-                          nonlin_kwargs=encoder.nonlin_kwargs)
-
-        def make_node(in_ch: int, row: int) -> nn.Module:
-            conv = StackedConvBlocks(n_conv_per_row[row], self.conv_op, in_ch, w[row],
-                                     encoder.kernel_sizes[row], 1, **block_kwargs)
-            if not use_attention:
-                return nn.Sequential(conv)
-            return nn.Sequential(conv, CBAM(self.conv_op, w[row], **att_kwargs))
-
-        # nodes[i][j - 1] is X(i, j); row i has columns 1 .. L-1-i
-        nodes = []
-        for i in range(L - 1):
-            row_nodes = []
-            for j in range(1, L - i):
-                in_ch = j * w[i] + w[i + 1] + (w[i - 1] if i >= 1 else 0)
-                row_nodes.append(make_node(in_ch, i))
-            nodes.append(nn.ModuleList(row_nodes))
-        self.nodes = nn.ModuleList(nodes)
-
-        # fusion: 1x1 projection of the last node of rows 1..L-1 to the row-0 width
-        self.fusion_proj = nn.ModuleList(
-            [self.conv_op(w[i], w[0], 1, 1, 0, bias=encoder.conv_bias) for i in range(1, L)])
-        self.fusion = make_node(L * w[0], 0)
-
-        # seg_layers[0]: fused output; seg_layers[i]: head on X(i, L-1-i). All built in both modes.
-        self.seg_layers = nn.ModuleList(
-            [self.conv_op(w[0], num_classes, 1, 1, 0, bias=True)] +
-            [self.conv_op(w[i], num_classes, 1, 1, 0, bias=True) for i in range(1, L)])
-
-        # scales as nnU-Net computes them (float64), used for the exact DS target sizes
-        self.scales = deep_supervision_scales(self.strides, L, L)
-
-    def _up(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        if list(x.shape[2:]) == list(size):
-            return x
-        return F.interpolate(x, size=tuple(size), mode=_INTERP_MODE[self.dim], align_corners=False)
-
-    def _down(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        # adaptive pooling hits the exact row shape; for sizes that are multiples of the stride it is
-        # plain max pooling with kernel = stride (DNANet's downsampling)
-        pool = F.adaptive_max_pool2d if self.dim == 2 else F.adaptive_max_pool3d
-        return pool(x, tuple(size))
-
-    def target_shape(self, row: int, input_shape: Sequence[int]) -> List[int]:
-        """Spatial size of output ``row`` = nnU-Net's DS target size for an input of ``input_shape``."""
-        return [max(1, int(round(n * s))) for n, s in zip(input_shape, self.scales[row])]
-
-    def forward(self, skips: List[torch.Tensor], input_shape: Sequence[int]):
-        L = self.n_rows
-        X = {(i, 0): skips[i] for i in range(L)}
-        shapes = [list(s.shape[2:]) for s in skips]
-        for d in range(1, L):
-            for i in range(d - 1, -1, -1):  # deepest first within the diagonal
-                j = d - i
-                parts = [X[(i, k)] for k in range(j)]
-                parts.append(self._up(X[(i + 1, j - 1)], shapes[i]))
-                if i >= 1:
-                    parts.append(self._down(X[(i - 1, j)], shapes[i]))
-                X[(i, j)] = self.nodes[i][j - 1](torch.cat(parts, 1))
-
-        last = [X[(i, L - 1 - i)] for i in range(L)]
-        fused = [last[0]] + [self._up(self.fusion_proj[i - 1](last[i]), shapes[0]) for i in range(1, L)]
-        fused = self.fusion(torch.cat(fused, 1))
-        out0 = self._up(self.seg_layers[0](fused), self.target_shape(0, input_shape))
-        if not self.deep_supervision:
-            return out0
-        outs = [out0]
-        for i in range(1, L):
-            outs.append(self._up(self.seg_layers[i](last[i]), self.target_shape(i, input_shape)))
-        return outs
-
-    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
-        """Approximate voxel count of the decoder's feature maps (node inputs, conv outputs, attention,
-        fusion, heads), counted the way dynamic_network_architectures does (floor division sizes)."""
-        sizes = []
-        size = list(input_size)
-        for s in self.strides:
-            size = [a // b for a, b in zip(size, s)]
-            sizes.append(size)
-        L, w = self.n_rows, self.widths
-        vox = [int(np.prod(s, dtype=np.int64)) for s in sizes]
-        total = np.int64(0)
-        for i in range(L - 1):
-            for j in range(1, L - i):
-                node = self.nodes[i][j - 1]
-                in_ch = j * w[i] + w[i + 1] + (w[i - 1] if i >= 1 else 0)
-                total += (in_ch - j * w[i]) * vox[i]  # resampled inputs + the concatenation
-                total += node[0].compute_conv_feature_map_size(sizes[i])
-                if self.use_attention:
-                    total += 2 * w[i] * vox[i] + 3 * vox[i]  # two gated maps + spatial descriptor and gate
-        total += (L - 1) * w[0] * vox[0] + sum((w[0] * vox[i] for i in range(1, L)), 0)  # projections
-        total += L * w[0] * vox[0]  # concatenation
-        total += self.fusion[0].compute_conv_feature_map_size(sizes[0])
-        if self.use_attention:
-            total += 2 * w[0] * vox[0] + 3 * vox[0]
-        total += self.num_classes * vox[0]
-        if self.deep_supervision:
-            total += sum((self.num_classes * vox[i] for i in range(1, L)), 0)
-        return np.int64(total)
-
-
 class MfNSDe(AbstractDynamicNetworkArchitectures):
     """MfNS_De (Cai et al. 2024) for nnU-Net; the constructor mirrors ``PlainConvUNet``.
 
@@ -264,6 +122,11 @@ class MfNSDe(AbstractDynamicNetworkArchitectures):
         attention_reduction / attention_min_hidden: channel-MLP hidden width
             ``max(C // attention_reduction, attention_min_hidden)``.
         attention_kernel_size: kernel of the spatial-attention conv (CBAM: 7).
+        node_block: "conv_cbam" (default: conv block, then CBAM) or "res_cbam" (DNANet's Res-CBAM block:
+            residual shortcut around conv block + attention); see ``nested_blocks``.
+        attention_init: "he" (default) or "neutral" (gate logit layers shrunk after He init so gates
+            start at ~0.5 instead of saturated); see ``attention``.
+        attention_rows: rows whose nodes carry attention (None = all; the fusion block follows row 0).
 
     See the module docstring for the layout, the cap and the output sizes.
     """
@@ -294,6 +157,9 @@ class MfNSDe(AbstractDynamicNetworkArchitectures):
         attention_reduction: int = 16,
         attention_min_hidden: int = 4,
         attention_kernel_size: int = 7,
+        node_block: str = "conv_cbam",
+        attention_init: str = "he",
+        attention_rows: Optional[Sequence[int]] = None,
     ) -> None:
         super().__init__()
         conv_op = _resolve_class(conv_op, "conv_op", allow_none=False)
@@ -311,6 +177,13 @@ class MfNSDe(AbstractDynamicNetworkArchitectures):
             raise ValueError(f"MfNSDe: max_nested_stages must be an int >= 2, got {max_nested_stages!r}")
         if not isinstance(max_features, (int, np.integer)) or max_features < 1:
             raise ValueError(f"MfNSDe: max_features must be an int >= 1, got {max_features!r}")
+        if node_block not in NODE_BLOCKS:
+            raise ValueError(f"MfNSDe: node_block must be one of {NODE_BLOCKS}, got {node_block!r}")
+        if attention_init not in ATTENTION_INITS:
+            raise ValueError(f"MfNSDe: attention_init must be one of {ATTENTION_INITS}, got {attention_init!r}")
+        if attention_rows is not None and any(not 0 <= int(r) < min(n_stages, max_nested_stages)
+                                              for r in attention_rows):
+            raise ValueError(f"MfNSDe: attention_rows must index built rows, got {list(attention_rows)}")
         if not isinstance(input_channels, (int, np.integer)) or input_channels < 1:
             raise ValueError(f"MfNSDe: input_channels must be an int >= 1, got {input_channels!r}")
         if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
@@ -333,6 +206,8 @@ class MfNSDe(AbstractDynamicNetworkArchitectures):
         self.max_nested_stages = int(max_nested_stages)
         self.max_features = int(max_features)
         self.use_attention = bool(use_attention)
+        self.node_block = node_block
+        self.attention_init = attention_init
         self.widths = [int(min(f, max_features)) for f in features[: self.n_rows]]
         self.ds_strides = [list(s) for s in strides[: self.n_rows]]
         self.num_classes = int(num_classes)
@@ -351,7 +226,8 @@ class MfNSDe(AbstractDynamicNetworkArchitectures):
         n_conv_per_row = [n_conv_dec[n_stages - 2 - i] for i in range(self.n_rows - 1)]
         self.decoder = MfNSDeDecoder(self.encoder, self.num_classes, n_conv_per_row, bool(deep_supervision),
                                      self.use_attention, nonlin_first, attention_reduction,
-                                     attention_min_hidden, attention_kernel_size)
+                                     attention_min_hidden, attention_kernel_size, node_block, attention_init,
+                                     attention_rows)
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
         return self.decoder(self.encoder(x), x.shape[2:])
@@ -370,4 +246,8 @@ class MfNSDe(AbstractDynamicNetworkArchitectures):
 
     @staticmethod
     def initialize(module: nn.Module) -> None:
+        # nnU-Net applies this with network.apply, children before parents, so an attention module sees
+        # its convs already He-initialised and can rescale its gate layer afterwards
         InitWeights_He(1e-2)(module)
+        if hasattr(module, "reset_gate_parameters"):
+            module.reset_gate_parameters()

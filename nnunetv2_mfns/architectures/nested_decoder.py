@@ -1,0 +1,161 @@
+"""MfNS_De's decoder: the nested grid X(i, j >= 1), the feature-pyramid fusion and the segmentation heads.
+
+Layout and evaluation order: see ``nnunetv2_mfns.architectures.mfns_de`` (module docstring). The node
+blocks live in ``nested_blocks``, the attention in ``attention``.
+"""
+from typing import List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
+
+from nnunetv2_mfns.architectures.nested_blocks import make_node
+
+SUPPORTED_DIMS = {nn.Conv2d: 2, nn.Conv3d: 3}
+_INTERP_MODE = {2: "bilinear", 3: "trilinear"}
+
+
+def deep_supervision_scales(strides: Sequence, n_stages: Optional[int] = None,
+                            max_nested_stages: int = 5) -> List[List[float]]:
+    """nnU-Net-style deep-supervision scales of an MfNSDe built from these plan strides.
+
+    One scale per built row, full resolution first: ``1 / cumprod(strides)[:n_rows]`` with
+    ``n_rows = min(n_stages, max_nested_stages)``, the same arithmetic as nnU-Net's
+    ``_get_deep_supervision_scales`` (which instead drops only the last stage). Usable by a trainer
+    before the network exists, e.g. with ``configuration_manager.pool_op_kernel_sizes``.
+    """
+    n_stages = len(strides) if n_stages is None else n_stages
+    n_rows = min(n_stages, max_nested_stages)
+    scales = 1 / np.cumprod(np.vstack([np.atleast_1d(s) for s in strides[:n_rows]]), axis=0)
+    return [[float(v) for v in row] for row in scales]
+
+
+class MfNSDeDecoder(nn.Module):
+    """Nested nodes, fusion and heads. Named ``decoder`` in the network so that nnU-Net's stock
+    ``set_deep_supervision_enabled`` (which sets ``network.decoder.deep_supervision``) works.
+
+    ``attention_rows``: rows whose nodes carry attention (None = every row, and the fusion block, which
+    works at row 0, follows row 0). ``node_block`` and ``attention_init``: see ``nested_blocks`` and
+    ``attention``.
+    """
+
+    def __init__(self, encoder: PlainConvEncoder, num_classes: int, n_conv_per_row: List[int],
+                 deep_supervision: bool, use_attention: bool, nonlin_first: bool,
+                 attention_reduction: int, attention_min_hidden: int, attention_kernel_size: int,
+                 node_block: str = "conv_cbam", attention_init: str = "he",
+                 attention_rows: Optional[Sequence[int]] = None) -> None:
+        super().__init__()
+        self.deep_supervision = deep_supervision
+        self.num_classes = num_classes
+        self.use_attention = use_attention
+        self.node_block = node_block
+        self.conv_op = encoder.conv_op
+        self.dim = SUPPORTED_DIMS[encoder.conv_op]
+        self.widths = list(encoder.output_channels)
+        self.n_rows = len(self.widths)
+        self.strides = encoder.strides
+        self.n_conv_per_row = n_conv_per_row
+        L = self.n_rows
+        w = self.widths
+        rows_with_attention = set(range(L)) if attention_rows is None else {int(r) for r in attention_rows}
+        self.attention_rows = sorted(rows_with_attention) if use_attention else []
+
+        block_kwargs = dict(conv_bias=encoder.conv_bias, norm_op=encoder.norm_op,
+                            norm_op_kwargs=encoder.norm_op_kwargs, dropout_op=encoder.dropout_op,
+                            dropout_op_kwargs=encoder.dropout_op_kwargs, nonlin=encoder.nonlin,
+                            nonlin_kwargs=encoder.nonlin_kwargs, nonlin_first=nonlin_first)
+        att_kwargs = dict(reduction=attention_reduction, min_hidden=attention_min_hidden,
+                          spatial_kernel_size=attention_kernel_size, nonlin=encoder.nonlin,
+                          nonlin_kwargs=encoder.nonlin_kwargs, init=attention_init)
+
+        def node(in_ch: int, row: int) -> nn.Module:
+            att = att_kwargs if row in self.attention_rows else None
+            return make_node(node_block, n_conv_per_row[row], self.conv_op, in_ch, w[row], encoder.kernel_sizes[row],
+                             block_kwargs, att)
+
+        # nodes[i][j - 1] is X(i, j); row i has columns 1 .. L-1-i
+        self.nodes = nn.ModuleList(
+            [nn.ModuleList([node(self.node_in_channels(i, j), i) for j in range(1, L - i)]) for i in range(L - 1)])
+
+        # fusion: 1x1 projection of the last node of rows 1..L-1 to the row-0 width
+        self.fusion_proj = nn.ModuleList(
+            [self.conv_op(w[i], w[0], 1, 1, 0, bias=encoder.conv_bias) for i in range(1, L)])
+        self.fusion = node(L * w[0], 0)
+
+        # seg_layers[0]: fused output; seg_layers[i]: head on X(i, L-1-i). All built in both modes.
+        self.seg_layers = nn.ModuleList(
+            [self.conv_op(w[0], num_classes, 1, 1, 0, bias=True)] +
+            [self.conv_op(w[i], num_classes, 1, 1, 0, bias=True) for i in range(1, L)])
+
+        # scales as nnU-Net computes them (float64), used for the exact DS target sizes
+        self.scales = deep_supervision_scales(self.strides, L, L)
+
+    def node_in_channels(self, i: int, j: int) -> int:
+        """Input width of X(i, j): j same-row nodes, the upsampled deeper row, the downsampled shallower row."""
+        w = self.widths
+        return j * w[i] + w[i + 1] + (w[i - 1] if i >= 1 else 0)
+
+    def _up(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        if list(x.shape[2:]) == list(size):
+            return x
+        return F.interpolate(x, size=tuple(size), mode=_INTERP_MODE[self.dim], align_corners=False)
+
+    def _down(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+        # adaptive pooling hits the exact row shape; for sizes that are multiples of the stride it is
+        # plain max pooling with kernel = stride
+        pool = F.adaptive_max_pool2d if self.dim == 2 else F.adaptive_max_pool3d
+        return pool(x, tuple(size))
+
+    def target_shape(self, row: int, input_shape: Sequence[int]) -> List[int]:
+        """Spatial size of output ``row`` = nnU-Net's DS target size for an input of ``input_shape``."""
+        return [max(1, int(round(n * s))) for n, s in zip(input_shape, self.scales[row])]
+
+    def forward(self, skips: List[torch.Tensor], input_shape: Sequence[int]):
+        L = self.n_rows
+        X = {(i, 0): skips[i] for i in range(L)}
+        shapes = [list(s.shape[2:]) for s in skips]
+        for d in range(1, L):
+            for i in range(d - 1, -1, -1):  # deepest first within the diagonal
+                j = d - i
+                parts = [X[(i, k)] for k in range(j)]
+                parts.append(self._up(X[(i + 1, j - 1)], shapes[i]))
+                if i >= 1:
+                    parts.append(self._down(X[(i - 1, j)], shapes[i]))
+                X[(i, j)] = self.nodes[i][j - 1](torch.cat(parts, 1))
+
+        last = [X[(i, L - 1 - i)] for i in range(L)]
+        fused = [last[0]] + [self._up(self.fusion_proj[i - 1](last[i]), shapes[0]) for i in range(1, L)]
+        fused = self.fusion(torch.cat(fused, 1))
+        out0 = self._up(self.seg_layers[0](fused), self.target_shape(0, input_shape))
+        if not self.deep_supervision:
+            return out0
+        outs = [out0]
+        for i in range(1, L):
+            outs.append(self._up(self.seg_layers[i](last[i]), self.target_shape(i, input_shape)))
+        return outs
+
+    def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
+        """Approximate voxel count of the decoder's feature maps (node inputs, conv outputs, attention,
+        fusion, heads), counted the way dynamic_network_architectures does (floor division sizes)."""
+        sizes = []
+        size = list(input_size)
+        for s in self.strides:
+            size = [a // b for a, b in zip(size, s)]
+            sizes.append(size)
+        L, w = self.n_rows, self.widths
+        vox = [int(np.prod(s, dtype=np.int64)) for s in sizes]
+        total = np.int64(0)
+        for i in range(L - 1):
+            for j in range(1, L - i):
+                total += (self.node_in_channels(i, j) - j * w[i]) * vox[i]  # resampled inputs + the concatenation
+                total += self.nodes[i][j - 1].compute_conv_feature_map_size(sizes[i])
+        total += (L - 1) * w[0] * vox[0] + sum((w[0] * vox[i] for i in range(1, L)), 0)  # projections
+        total += L * w[0] * vox[0]  # concatenation
+        total += self.fusion.compute_conv_feature_map_size(sizes[0])
+        total += self.num_classes * vox[0]
+        if self.deep_supervision:
+            total += sum((self.num_classes * vox[i] for i in range(1, L)), 0)
+        return np.int64(total)
