@@ -65,6 +65,9 @@ class nnUNetTrainerMfNSDe(nnUNetTrainerPaperRecipe):
     use_attention = True
     max_nested_stages = 5
     max_features = 256
+    # further MfNSDe constructor switches (node_block, attention_init, attention_rows, ...): the variants in
+    # trainers/variants_network.py set this; empty = the faithful build
+    network_options: dict = {}
 
     def _check_configuration(self):
         super()._check_configuration()
@@ -78,6 +81,7 @@ class nnUNetTrainerMfNSDe(nnUNetTrainerPaperRecipe):
         kwargs, req_import = mfns_de_arch_kwargs(configuration_manager)
         kwargs.update(use_attention=cls.use_attention, max_nested_stages=cls.max_nested_stages,
                       max_features=cls.max_features)
+        kwargs.update(cls.network_options)
         return get_network_from_plans(cls.network_class_name, kwargs, req_import, num_input_channels,
                                       num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)
 
