@@ -7,6 +7,7 @@ Images are read with SimpleITK, so arrays are (z, y, x) = numpy axis 0 is the ax
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,11 +58,19 @@ def describe_geometry_difference(a: Geometry, b: Geometry) -> str:
     return "identical"
 
 
+def check_input_file(path: Path, what: str = "input file") -> Path:
+    """A path the user gave as a file: a folder or a missing path is named as such (a folder is not 'not found')."""
+    path = Path(path)
+    if path.is_dir():
+        raise MfnsInputError(f"{path}: is a directory, expected the {what}")
+    if not path.is_file():
+        raise MfnsInputError(f"{path}: {what} not found")
+    return path
+
+
 def read_image(path: Path) -> tuple[np.ndarray, Geometry]:
     """Array (numpy axis order z, y, x) and geometry of a NIfTI file."""
-    path = Path(path)
-    if not path.is_file():
-        raise MfnsInputError(f"{path}: file not found")
+    path = check_input_file(path, "image file")
     try:
         img = sitk.ReadImage(str(path))
     except RuntimeError as e:
@@ -97,6 +106,8 @@ def read_region_mask(path: Path, role: str = "region mask") -> tuple[np.ndarray,
 def list_cases(folder: Path, role: str) -> list[str]:
     """Case identifiers (file name without `.nii.gz`) of a label or prediction folder, sorted."""
     folder = Path(folder)
+    if folder.is_file():
+        raise MfnsInputError(f"{folder}: is a file, expected the {role} folder")
     if not folder.is_dir():
         raise MfnsInputError(f"{folder}: {role} folder not found")
     cases = sorted(f[:-len(FILE_ENDING)] for f in os.listdir(folder) if f.endswith(FILE_ENDING))
@@ -107,8 +118,8 @@ def list_cases(folder: Path, role: str) -> list[str]:
 
 def load_subjects(path: Path) -> dict:
     """Reads subjects.json (schema nnunetv2_mfns.subjects/1) and checks the parts the evaluation uses."""
-    path = Path(path)
-    data = read_json_file(path, "no subjects file there")
+    path = check_input_file(path, "subjects.json file")
+    data = read_json_file(path)
     if not isinstance(data, dict) or data.get("schema") != SUBJECTS_SCHEMA or not isinstance(data.get("subjects"), dict):
         raise MfnsInputError(f"{path}: not a subjects file with schema {SUBJECTS_SCHEMA!r} and a 'subjects' object")
     for case, s in data["subjects"].items():
@@ -127,8 +138,8 @@ def load_subjects(path: Path) -> dict:
 
 def load_splits_file(path: Path) -> dict:
     """Reads mfns_splits.json (written by nnunetv2_mfns.dataset_conversion.splits.write_splits)."""
-    path = Path(path)
-    data = read_json_file(path, "no splits file there")
+    path = check_input_file(path, "mfns_splits.json file")
+    data = read_json_file(path)
     if not isinstance(data, dict) or not isinstance(data.get("folds"), list):
         raise MfnsInputError(f"{path}: not an mfns_splits.json file (no 'folds' list)")
     return data
@@ -143,6 +154,34 @@ def case_to_fold_from_splits(splits: dict, source: str = "splits") -> dict[str, 
                 raise MfnsInputError(f"{source}: case {case!r} is in the test list of folds {mapping[case]} and {f['fold']}")
             mapping[case] = int(f["fold"])
     return mapping
+
+
+FOLD_FOLDER = re.compile(r"fold_(\d+)")
+
+
+def check_fold_membership(pred_dirs: dict[str, Path | list[Path]], splits: dict, source: str = "splits") -> None:
+    """Refuses a prediction in a folder named `fold_k` (as mfns-compare writes them) whose case is not in fold k's
+    test group: a model predicting a case it was trained or validated on must never be scored silently."""
+    folds = {int(f["fold"]): f for f in splits["folds"]}
+    for method, dirs in pred_dirs.items():
+        for d in (dirs if isinstance(dirs, (list, tuple)) else [dirs]):
+            m = FOLD_FOLDER.fullmatch(Path(d).name)
+            if m is None:
+                continue
+            k = int(m.group(1))
+            if k not in folds:
+                raise MfnsInputError(f"{d}: prediction folder of method {method!r} is named fold_{k} but {source} has no "
+                                     f"fold {k} (folds {', '.join(str(x) for x in sorted(folds))})")
+            test = set(folds[k].get("test", []))
+            for case in list_cases(d, f"prediction ({method})"):
+                if case in test:
+                    continue
+                where = [g for g in ("train", "val") if case in set(folds[k].get(g, []))]
+                other = [j for j, f in folds.items() if case in set(f.get("test", []))]
+                why = (f"it is in fold {k}'s {where[0]} group" if where else f"it is not in fold {k} at all") + (
+                    f"; fold {other[0]} tests it" if other else "")
+                raise MfnsInputError(f"{Path(d) / (case + FILE_ENDING)}: case {case} of method {method!r} is in folder "
+                                     f"fold_{k} but not in fold {k}'s test group of {source} ({why})")
 
 
 def parse_named_dirs(items: list[str], option: str = "--pred") -> dict[str, Path | list[Path]]:
@@ -180,8 +219,9 @@ def prediction_files(pred_dirs: dict[str, Path | list[Path]]) -> dict[str, dict[
     return out
 
 
-def prepare_out_dir(out_dir: Path, overwrite: bool, produced: list[str]) -> Path:
-    """Creates out_dir; refuses to write into a folder that already holds any of our outputs unless overwrite."""
+def check_out_dir(out_dir: Path, overwrite: bool, produced: list[str]) -> Path:
+    """Checks, without creating anything, that out_dir can receive our outputs: not a file, and holding none of
+    them unless overwrite. Call it with the other input checks, before any work."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise MfnsInputError(f"{out_dir}: output path exists and is not a folder")
@@ -189,5 +229,12 @@ def prepare_out_dir(out_dir: Path, overwrite: bool, produced: list[str]) -> Path
         existing = [p for p in produced if (out_dir / p).exists()]
         if existing:
             raise MfnsInputError(f"{out_dir}: output folder already contains {existing[0]} (use --overwrite to replace)")
+    return out_dir
+
+
+def prepare_out_dir(out_dir: Path, overwrite: bool, produced: list[str]) -> Path:
+    """check_out_dir, then creates out_dir: call it only once every input has been read and checked, so that a
+    refused run leaves no folder behind."""
+    out_dir = check_out_dir(out_dir, overwrite, produced)
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir

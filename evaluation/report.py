@@ -24,10 +24,10 @@ import pandas as pd
 
 from . import figures
 from .counts import count_correlations, count_folders, COUNT_COLUMNS
-from .io import (FILE_ENDING, case_to_fold_from_splits, load_splits_file, load_subjects, prediction_files,
-                 prepare_out_dir, read_binary_mask, read_image)
+from .io import (FILE_ENDING, case_to_fold_from_splits, check_fold_membership, check_out_dir, load_splits_file,
+                 load_subjects, prediction_files, prepare_out_dir, read_binary_mask, read_image)
 from .lesion_matching import DEFAULT_LESION_RULE, DEFAULT_MIN_IOU
-from .metrics import evaluate_folders
+from .metrics import check_folders, evaluate_folders
 from .stats import markdown_table, method_order, paired_tests, stats_markdown, summary_markdown, summary_table
 
 logger = logging.getLogger(__name__)
@@ -133,29 +133,35 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
     subjects_json gives the rating slices, region masks and rater counts (counts are skipped with a note
     when it is None); its folder is the dataset folder (for region masks and the T2w backdrop of the
     figures) unless dataset_dir is given. splits_json (mfns_splits.json) assigns each case to the fold that
-    tested it. provenance: free-form {name: value} shown in the report (commands, seeds, versions).
+    tested it and is checked against prediction folders named `fold_k` (each of their cases must be in fold k's
+    test group, else MfnsInputError naming the case and folder). provenance: free-form {name: value} shown in the report (commands, seeds, versions).
     """
     gt_dir = Path(gt_dir)
     subjects = load_subjects(subjects_json) if subjects_json is not None else None
     splits = load_splits_file(splits_json) if splits_json is not None else None
-    case_to_fold = case_to_fold_from_splits(splits, str(splits_json)) if splits else None
+    case_to_fold = None
+    if splits is not None:
+        case_to_fold = case_to_fold_from_splits(splits, str(splits_json))
+        check_fold_membership(pred_dirs, splits, str(splits_json))
     if dataset_dir is None:
         dataset_dir = Path(subjects_json).parent if subjects_json is not None else gt_dir.parent
-    out_dir = prepare_out_dir(out_dir, overwrite, REPORT_FILES)
+    check_folders(gt_dir, pred_dirs, allow_missing)
+    check_out_dir(out_dir, overwrite, REPORT_FILES)
 
+    # metrics and counts read every input file; out_dir is created only after they succeeded
     metrics = evaluate_folders(gt_dir, pred_dirs, case_to_fold, allow_missing=allow_missing,
                                compute_hd95=compute_hd95, connectivity=connectivity, num_workers=num_workers,
                                lesion_rule=lesion_rule, min_iou=min_iou)
-    missing = metrics.attrs.get("missing", {})
-    pred_files = prediction_files(pred_dirs)
-    methods = method_order(metrics, reference_method)
-    summary, tests = write_metric_tables(out_dir, metrics, reference_method, n_boot, seed)
-
     if subjects is not None:
         counts = count_folders(subjects, dataset_dir, pred_dirs, gt_dir, count_connectivity, min_size,
                                allow_missing=allow_missing, cases=sorted(set(metrics["case"])))
     else:
         counts = pd.DataFrame(columns=COUNT_COLUMNS)
+    out_dir = prepare_out_dir(out_dir, overwrite, REPORT_FILES)
+    missing = metrics.attrs.get("missing", {})
+    pred_files = prediction_files(pred_dirs)
+    methods = method_order(metrics, reference_method)
+    summary, tests = write_metric_tables(out_dir, metrics, reference_method, n_boot, seed)
     corr = write_count_tables(out_dir, counts)
 
     figures.fig_metrics_boxplot(metrics, out_dir / "fig3_metrics_boxplot.png", methods, seed=seed)

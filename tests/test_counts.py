@@ -207,3 +207,21 @@ def test_cli_counts(rated_dataset, tmp_path, capsys):
     capsys.readouterr()
     assert main(["--subjects", str(bad), "--out", str(tmp_path / "o3")]) == 2
     assert capsys.readouterr().err.startswith(f"error: {bad}: not a subjects file")
+
+
+def test_cli_counts_checks_inputs_before_creating_out(rated_dataset, tmp_path, capsys):
+    """Issue 11 item 7: no --out folder after a refused input; a folder given as --subjects is named a directory."""
+    from nnunetv2_mfns.cli.counts import main
+    ds, sj, pred, _ = rated_dataset
+    out = tmp_path / "never"
+    assert main(["--subjects", str(ds), "--pred", f"M={pred}", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {ds}: is a directory, expected the subjects.json file"
+    assert not out.exists()
+    assert main(["--subjects", str(sj), "--pred", f"M={tmp_path / 'nothing'}", "--out", str(out)]) == 2
+    assert "folder not found" in capsys.readouterr().err and not out.exists()
+    rs = tmp_path / "rs.json"
+    rs.write_text(json.dumps({"PVS_001": {"BG": 99}}))  # out of range: found while counting
+    assert main(["--subjects", str(sj), "--pred", f"M={pred}", "--out", str(out), "--rating-slices", str(rs)]) == 2
+    assert "rating_slices['BG'] = 99" in capsys.readouterr().err and not out.exists()
+    assert main(["--subjects", str(sj), "--pred", f"M={pred}", "--out", str(out), "--rating-slices", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err and not out.exists()

@@ -368,3 +368,69 @@ def test_one_folder_per_fold(folders):
     shutil.copy(preds["A"] / "PVS_002.nii.gz", f0)
     with pytest.raises(MfnsInputError, match=r"fold1/PVS_002\.nii\.gz: case PVS_002 of method 'A' is also in .*fold0"):
         evaluate_folders(gt_dir, split, progress=False)
+
+
+def _fold_folders(root, preds, layout):
+    """Copies method A's predictions into per-fold folders named fold_k (as mfns-compare writes them)."""
+    import shutil
+    out = []
+    for k, cases in layout.items():
+        d = root / "predictions" / "A" / f"fold_{k}"
+        d.mkdir(parents=True)
+        for c in cases:
+            shutil.copy(preds["A"] / f"{c}.nii.gz", d / f"{c}.nii.gz")
+        out.append(f"A={d}")
+    return out
+
+
+def test_cli_evaluate_refuses_a_case_outside_its_folds_test_group(folders, capsys):
+    """Issue 11 item 3: a prediction in fold_0 of a case that fold 0 trained on must never be scored."""
+    from nnunetv2_mfns.cli.evaluate import main
+    root, gt_dir, preds, _ = folders
+    splits = root / "mfns_splits.json"
+    splits.write_text(json.dumps({"seed": 3, "folds": [
+        {"fold": 0, "train": ["PVS_003"], "val": [], "test": ["PVS_001", "PVS_002"]},
+        {"fold": 1, "train": ["PVS_001"], "val": ["PVS_002"], "test": ["PVS_003"]}]}))
+    good = _fold_folders(root / "ok", preds, {0: ["PVS_001", "PVS_002"], 1: ["PVS_003"]})
+    assert main(["--gt", str(gt_dir), "--pred", *good, "--splits", str(splits), "--out", str(root / "o_ok"),
+                 "--n-boot", "200"]) == 0
+    bad = _fold_folders(root / "bad", preds, {0: ["PVS_001", "PVS_003"], 1: ["PVS_002"]})
+    capsys.readouterr()
+    out = root / "o_bad"
+    assert main(["--gt", str(gt_dir), "--pred", *bad, "--splits", str(splits), "--out", str(out),
+                 "--n-boot", "200"]) == 2
+    err = capsys.readouterr().err
+    assert "fold_0/PVS_003.nii.gz: case PVS_003 of method 'A' is in folder fold_0 but not in fold 0's test group" in err
+    assert "fold 0's train group; fold 1 tests it" in err
+    assert not out.exists()  # refused before anything was written
+    # the report refuses it too, and without --splits nothing can be checked (the old behaviour)
+    from nnunetv2_mfns.evaluation.report import build_report
+    with pytest.raises(MfnsInputError, match=r"fold_0/PVS_003\.nii\.gz: case PVS_003"):
+        build_report(root / "r_bad", gt_dir, {"A": [root / "bad/predictions/A/fold_0", root / "bad/predictions/A/fold_1"]},
+                     None, splits, n_boot=200)
+    assert not (root / "r_bad").exists()
+    # a folder named after a fold the splits file does not have
+    odd = root / "odd" / "fold_7"
+    odd.mkdir(parents=True)
+    import shutil
+    for c in ("PVS_001", "PVS_002", "PVS_003"):
+        shutil.copy(preds["A"] / f"{c}.nii.gz", odd / f"{c}.nii.gz")
+    assert main(["--gt", str(gt_dir), "--pred", f"A={odd}", "--splits", str(splits), "--out", str(root / "o7")]) == 2
+    assert "named fold_7 but" in capsys.readouterr().err
+
+
+def test_cli_evaluate_checks_inputs_before_creating_out(folders, capsys):
+    """Issue 11 item 7: --out must not appear when an input is refused; a folder given as a file is named so."""
+    from nnunetv2_mfns.cli.evaluate import main
+    root, gt_dir, preds, _ = folders
+    out = root / "never"
+    assert main(["--gt", str(root / "no_labels"), "--pred", f"A={preds['A']}", "--out", str(out)]) == 2
+    assert "label folder not found" in capsys.readouterr().err and not out.exists()
+    assert main(["--gt", str(gt_dir), "--pred", f"A={preds['A']}", "--subjects", str(root), "--out", str(out)]) == 2
+    assert f"{root}: is a directory, expected the subjects.json file" in capsys.readouterr().err
+    assert main(["--gt", str(gt_dir), "--pred", f"A={preds['A']}", "--splits", str(root), "--out", str(out)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    # a broken prediction is found while the metrics are computed: still no folder
+    (preds["B"] / "PVS_002.nii.gz").write_bytes(b"not a nifti")
+    assert main(["--gt", str(gt_dir), "--pred", f"A={preds['A']}", f"B={preds['B']}", "--out", str(out)]) == 2
+    assert "cannot be read as an image" in capsys.readouterr().err and not out.exists()

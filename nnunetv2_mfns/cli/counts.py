@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load_rating_slices(path: Path) -> dict:
-    data = read_json_file(path, "no rating-slices file there")
+    from nnunetv2_mfns.evaluation.io import check_input_file
+    data = read_json_file(check_input_file(path, "rating-slices JSON file"))
     if not isinstance(data, dict) or not all(
             isinstance(v, dict) and all(isinstance(i, int) and not isinstance(i, bool) for i in v.values())
             for v in data.values()):
@@ -46,22 +47,25 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("nnunetv2_mfns").setLevel(logging.INFO)
     from nnunetv2_mfns.evaluation.counts import count_folders
-    from nnunetv2_mfns.evaluation.io import load_subjects, parse_named_dirs, prepare_out_dir
+    from nnunetv2_mfns.evaluation.io import check_out_dir, load_subjects, parse_named_dirs, prepare_out_dir
     from nnunetv2_mfns.evaluation.report import COUNT_FILES, write_count_tables
     try:
         if args.min_size < 1:
             raise MfnsInputError(f"--min-size: must be >= 1, got {args.min_size}")
         pred_dirs = parse_named_dirs(args.pred)  # folders are checked when their files are listed
         if args.gt is not None and not args.gt.is_dir():
-            raise MfnsInputError(f"{args.gt}: label folder not found")
+            raise MfnsInputError(f"{args.gt}: " + ("is a file, expected the label folder" if args.gt.is_file()
+                                                   else "label folder not found"))
         subjects = load_subjects(args.subjects)
         overrides = _load_rating_slices(args.rating_slices) if args.rating_slices else None
-        out = prepare_out_dir(args.out, args.overwrite, COUNT_FILES)
+        check_out_dir(args.out, args.overwrite, COUNT_FILES)
         counts = count_folders(subjects, args.dataset_dir or args.subjects.parent, pred_dirs, args.gt,
                                args.connectivity, args.min_size, allow_missing=args.allow_missing,
                                rating_slices=overrides)
         if counts.empty:
             raise MfnsInputError(f"{args.subjects}: no subject has rating slices (and none given with --rating-slices)")
+        # --out is created only now that every input has been read: a refused run leaves no folder behind
+        out = prepare_out_dir(args.out, args.overwrite, COUNT_FILES)
         corr = write_count_tables(out, counts)
     except MfnsInputError as e:
         print(f"error: {e}", file=sys.stderr)

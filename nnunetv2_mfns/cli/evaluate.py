@@ -21,7 +21,9 @@ def add_common_arguments(p: argparse.ArgumentParser) -> None:
                    help="nnU-Net prediction folder of each method, e.g. MfNS_De=preds/mfns nnUNet_3d=preds/3d; repeat a "
                         "name to join folders (one per fold: MfNS_De=f0 MfNS_De=f1 ...)")
     p.add_argument("--subjects", type=Path, help="subjects.json (rating slices, region masks, rater counts)")
-    p.add_argument("--splits", type=Path, help="mfns_splits.json: fills the fold column (the fold that tested each case)")
+    p.add_argument("--splits", type=Path,
+                   help="mfns_splits.json: fills the fold column (the fold that tested each case) and checks that every "
+                        "case in a prediction folder named fold_k is in fold k's test group (refused otherwise)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--reference", default="MfNS_De", help="method the others are tested against (default MfNS_De)")
     p.add_argument("--allow-missing", action="store_true",
@@ -66,23 +68,33 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("nnunetv2_mfns").setLevel(logging.INFO)
     from nnunetv2_mfns.evaluation.counts import count_folders
-    from nnunetv2_mfns.evaluation.io import (case_to_fold_from_splits, load_splits_file, load_subjects,
-                                             parse_named_dirs, prepare_out_dir)
-    from nnunetv2_mfns.evaluation.metrics import evaluate_folders
+    from nnunetv2_mfns.evaluation.io import (case_to_fold_from_splits, check_fold_membership, check_out_dir,
+                                             load_splits_file, load_subjects, parse_named_dirs, prepare_out_dir)
+    from nnunetv2_mfns.evaluation.metrics import check_folders, evaluate_folders
     from nnunetv2_mfns.evaluation.report import COUNT_FILES, METRIC_FILES, write_count_tables, write_metric_tables
     try:
         check_common_arguments(args)
         pred_dirs = parse_named_dirs(args.pred)
         subjects = load_subjects(args.subjects) if args.subjects else None
-        case_to_fold = case_to_fold_from_splits(load_splits_file(args.splits), str(args.splits)) if args.splits else None
-        out = prepare_out_dir(args.out, args.overwrite, METRIC_FILES + (COUNT_FILES if subjects else []))
+        case_to_fold = None
+        if args.splits:
+            splits = load_splits_file(args.splits)
+            case_to_fold = case_to_fold_from_splits(splits, str(args.splits))
+            check_fold_membership(pred_dirs, splits, str(args.splits))
+        check_folders(args.gt, pred_dirs, args.allow_missing)
+        produced = METRIC_FILES + (COUNT_FILES if subjects else [])
+        check_out_dir(args.out, args.overwrite, produced)
+        # everything is computed before --out is created: a refused input (a bad file found mid-way) leaves no folder
         metrics = evaluate_folders(args.gt, pred_dirs, case_to_fold, allow_missing=args.allow_missing,
                                    compute_hd95=args.hd95, connectivity=args.connectivity, num_workers=args.workers,
                                    lesion_rule=args.lesion_rule, min_iou=args.min_iou)
-        summary, _ = write_metric_tables(out, metrics, args.reference, args.n_boot, args.seed)
+        counts = None
         if subjects is not None:
             counts = count_folders(subjects, args.subjects.parent, pred_dirs, args.gt, args.count_connectivity,
                                    args.min_size, allow_missing=args.allow_missing, cases=sorted(set(metrics["case"])))
+        out = prepare_out_dir(args.out, args.overwrite, produced)
+        write_metric_tables(out, metrics, args.reference, args.n_boot, args.seed)
+        if counts is not None:
             write_count_tables(out, counts)
     except MfnsInputError as e:
         print(f"error: {e}", file=sys.stderr)

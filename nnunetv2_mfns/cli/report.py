@@ -32,14 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("nnunetv2_mfns").setLevel(logging.INFO)
     from nnunetv2_mfns import __version__
-    from nnunetv2_mfns.evaluation.io import parse_named_dirs
+    from nnunetv2_mfns.evaluation.io import check_input_file, parse_named_dirs
     from nnunetv2_mfns.evaluation.report import build_report
     try:
         check_common_arguments(args)
         pred_dirs = parse_named_dirs(args.pred)
         provenance = {"command": shlex.join(["mfns-report"] + raw_argv), "nnunetv2_mfns version": __version__}
         if args.provenance:
-            extra = read_json_file(args.provenance, "no provenance file there")
+            extra = read_json_file(check_input_file(args.provenance, "provenance JSON file"))
             if not isinstance(extra, dict):
                 raise MfnsInputError(f"{args.provenance}: provenance must be a JSON object")
             provenance.update(extra)
