@@ -260,7 +260,7 @@ SWITCHES = [
     ("neutral_init", {"attention_init": "neutral"}),
     ("res_cbam_neutral", {"node_block": "res_cbam", "attention_init": "neutral"}),
     ("res_cbam_no_attention", {"node_block": "res_cbam", "use_attention": False}),
-    ("attention_coarse_rows", {"attention_rows": [1, 2, 3, 4]}),
+    ("attention_coarse_rows", {"attention_from_row": 1}),
 ]
 
 
@@ -351,9 +351,33 @@ def test_neutral_attention_init_starts_gates_near_half_and_he_does_not_change():
 @pytest.mark.parametrize("change,match", [
     ({"node_block": "dense"}, "node_block"),
     ({"attention_init": "zeros"}, "attention_init"),
-    ({"attention_rows": [0, 3]}, "attention_rows"),
+    ({"attention_from_row": -1}, "attention_from_row"),
 ])
 def test_bad_switches_raise_value_error(change, match):
     kw = plan_kwargs(2, [[1, 1], [2, 2], [2, 2]], [4, 8, 8], **change)
     with pytest.raises(ValueError, match=match):
         get_network_from_plans(CLASS_PATH, kw, REQ_IMPORT, 1, 2, deep_supervision=True)
+
+
+def test_network_variant_trainers_build_their_switch_and_load_strictly():
+    from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
+    from nnunetv2_mfns.trainers import nnUNetTrainerMfNSDe, __all__ as registered
+    from nnunetv2_mfns.trainers.variants_network import NETWORK_VARIANTS
+    from nnunetv2_mfns.architectures import ResCBAMNode
+
+    kw = plan_kwargs(2, [[1, 1], [2, 2], [2, 2], [2, 2]], [4, 8, 8, 8])
+    cm = ConfigurationManager({"architecture": {"network_class_name": "PlainConvUNet", "arch_kwargs": kw,
+                                                "_kw_requires_import": REQ_IMPORT}})
+    assert nnUNetTrainerMfNSDe.network_options == {}
+    for cls in NETWORK_VARIANTS:
+        assert cls.__name__ in registered and f"{cls.__name__}_demo" in registered
+        # one class attribute, nothing else
+        assert set(vars(cls)) - {"__module__", "__doc__", "__qualname__", "network_options"} == set()
+        torch.manual_seed(0)
+        net = cls.build_network_architecture(None, cm, 1, 2, enable_deep_supervision=True)
+        for key, value in cls.network_options.items():
+            assert getattr(net, key, getattr(net.decoder, key, None)) == value, (cls.__name__, key)
+        inf = cls.build_network_architecture(None, cm, 1, 2, enable_deep_supervision=False)
+        inf.load_state_dict(net.state_dict(), strict=True)
+    res = NETWORK_VARIANTS[0].build_network_architecture(None, cm, 1, 2, enable_deep_supervision=True)
+    assert any(isinstance(m, ResCBAMNode) for m in res.modules())

@@ -126,7 +126,8 @@ class MfNSDe(AbstractDynamicNetworkArchitectures):
             residual shortcut around conv block + attention); see ``nested_blocks``.
         attention_init: "he" (default) or "neutral" (gate logit layers shrunk after He init so gates
             start at ~0.5 instead of saturated); see ``attention``.
-        attention_rows: rows whose nodes carry attention (None = all; the fusion block follows row 0).
+        attention_from_row: only nodes of rows >= this carry attention (0 = all; the fusion block counts as
+            row 0). 1 = the `fast` variant: no attention at full resolution.
 
     See the module docstring for the layout, the cap and the output sizes.
     """
@@ -159,7 +160,7 @@ class MfNSDe(AbstractDynamicNetworkArchitectures):
         attention_kernel_size: int = 7,
         node_block: str = "conv_cbam",
         attention_init: str = "he",
-        attention_rows: Optional[Sequence[int]] = None,
+        attention_from_row: int = 0,
     ) -> None:
         super().__init__()
         conv_op = _resolve_class(conv_op, "conv_op", allow_none=False)
@@ -181,9 +182,8 @@ class MfNSDe(AbstractDynamicNetworkArchitectures):
             raise ValueError(f"MfNSDe: node_block must be one of {NODE_BLOCKS}, got {node_block!r}")
         if attention_init not in ATTENTION_INITS:
             raise ValueError(f"MfNSDe: attention_init must be one of {ATTENTION_INITS}, got {attention_init!r}")
-        if attention_rows is not None and any(not 0 <= int(r) < min(n_stages, max_nested_stages)
-                                              for r in attention_rows):
-            raise ValueError(f"MfNSDe: attention_rows must index built rows, got {list(attention_rows)}")
+        if not isinstance(attention_from_row, (int, np.integer)) or attention_from_row < 0:
+            raise ValueError(f"MfNSDe: attention_from_row must be an int >= 0, got {attention_from_row!r}")
         if not isinstance(input_channels, (int, np.integer)) or input_channels < 1:
             raise ValueError(f"MfNSDe: input_channels must be an int >= 1, got {input_channels!r}")
         if not isinstance(num_classes, (int, np.integer)) or num_classes < 1:
@@ -208,6 +208,7 @@ class MfNSDe(AbstractDynamicNetworkArchitectures):
         self.use_attention = bool(use_attention)
         self.node_block = node_block
         self.attention_init = attention_init
+        self.attention_from_row = int(attention_from_row)
         self.widths = [int(min(f, max_features)) for f in features[: self.n_rows]]
         self.ds_strides = [list(s) for s in strides[: self.n_rows]]
         self.num_classes = int(num_classes)
@@ -227,7 +228,7 @@ class MfNSDe(AbstractDynamicNetworkArchitectures):
         self.decoder = MfNSDeDecoder(self.encoder, self.num_classes, n_conv_per_row, bool(deep_supervision),
                                      self.use_attention, nonlin_first, attention_reduction,
                                      attention_min_hidden, attention_kernel_size, node_block, attention_init,
-                                     attention_rows)
+                                     int(attention_from_row))
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
         return self.decoder(self.encoder(x), x.shape[2:])

@@ -37,8 +37,8 @@ class MfNSDeDecoder(nn.Module):
     """Nested nodes, fusion and heads. Named ``decoder`` in the network so that nnU-Net's stock
     ``set_deep_supervision_enabled`` (which sets ``network.decoder.deep_supervision``) works.
 
-    ``attention_rows``: rows whose nodes carry attention (None = every row, and the fusion block, which
-    works at row 0, follows row 0). ``node_block`` and ``attention_init``: see ``nested_blocks`` and
+    ``attention_from_row``: only nodes of rows >= this carry attention (the fusion block, which works at row
+    0, counts as row 0). ``node_block`` and ``attention_init``: see ``nested_blocks`` and
     ``attention``.
     """
 
@@ -46,7 +46,7 @@ class MfNSDeDecoder(nn.Module):
                  deep_supervision: bool, use_attention: bool, nonlin_first: bool,
                  attention_reduction: int, attention_min_hidden: int, attention_kernel_size: int,
                  node_block: str = "conv_cbam", attention_init: str = "he",
-                 attention_rows: Optional[Sequence[int]] = None) -> None:
+                 attention_from_row: int = 0) -> None:
         super().__init__()
         self.deep_supervision = deep_supervision
         self.num_classes = num_classes
@@ -60,8 +60,7 @@ class MfNSDeDecoder(nn.Module):
         self.n_conv_per_row = n_conv_per_row
         L = self.n_rows
         w = self.widths
-        rows_with_attention = set(range(L)) if attention_rows is None else {int(r) for r in attention_rows}
-        self.attention_rows = sorted(rows_with_attention) if use_attention else []
+        self.attention_rows = list(range(attention_from_row, L)) if use_attention else []
 
         block_kwargs = dict(conv_bias=encoder.conv_bias, norm_op=encoder.norm_op,
                             norm_op_kwargs=encoder.norm_op_kwargs, dropout_op=encoder.dropout_op,

@@ -7,10 +7,15 @@ from nnunetv2_mfns.trainers.nnUNetTrainerMfNSDe import nnUNetTrainerMfNSDe
 from nnunetv2_mfns.trainers.variants import (nnUNetTrainerMfNSDe_50epochs, nnUNetTrainerMfNSDe_AreaHF,
                                              nnUNetTrainerMfNSDe_NoAttention, nnUNetTrainerMfNSDe_NoDS,
                                              nnUNetTrainerMfNSDe_NoHF, nnUNetTrainerMfNSDe_nnUNetRecipe)
+from nnunetv2_mfns.trainers.variants_network import (nnUNetTrainerMfNSDe_CoarseAttention,
+                                                     nnUNetTrainerMfNSDe_NeutralAttInit, nnUNetTrainerMfNSDe_ResCBAM,
+                                                     nnUNetTrainerMfNSDe_ResCBAMNeutral)
 
 BASE_TRAINERS = [nnUNetTrainerMfNSDe, nnUNetTrainerMfNSDe_50epochs, nnUNetTrainerMfNSDe_NoHF,
                  nnUNetTrainerMfNSDe_AreaHF, nnUNetTrainerMfNSDe_NoAttention, nnUNetTrainerMfNSDe_NoDS,
-                 nnUNetTrainerMfNSDe_nnUNetRecipe, nnUNetTrainerUNet2D_PaperRecipe]
+                 nnUNetTrainerMfNSDe_nnUNetRecipe, nnUNetTrainerUNet2D_PaperRecipe,
+                 nnUNetTrainerMfNSDe_ResCBAM, nnUNetTrainerMfNSDe_NeutralAttInit, nnUNetTrainerMfNSDe_ResCBAMNeutral,
+                 nnUNetTrainerMfNSDe_CoarseAttention]
 
 __all__ = [c.__name__ for c in BASE_TRAINERS] + ["BUDGETS"]
 

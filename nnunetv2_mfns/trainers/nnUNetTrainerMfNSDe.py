@@ -65,7 +65,7 @@ class nnUNetTrainerMfNSDe(nnUNetTrainerPaperRecipe):
     use_attention = True
     max_nested_stages = 5
     max_features = 256
-    # further MfNSDe constructor switches (node_block, attention_init, attention_rows, ...): the variants in
+    # further MfNSDe constructor switches (node_block, attention_init, attention_from_row, ...): the variants in
     # trainers/variants_network.py set this; empty = the faithful build
     network_options: dict = {}
 
