@@ -1,6 +1,6 @@
 """Benchmark: evaluate 20 realistic-size cases (70 x 448 x 384, a few hundred small PVS each) with all metrics.
 
-The masks are FAKE (nnunetv2_mfns.evaluation.synthetic): truth with 200-600 small tubular objects per case
+The masks are FAKE (tests/synthetic_results.py): truth with 200-600 small tubular objects per case
 and a fake prediction (dropped objects, dilations, false-positive blobs). Generation is not timed; timed
 are `evaluate_folders` (voxel + lesion metrics + HD95, reading the NIfTI files included) with 1 and 2
 worker processes, and the rating-slice counts of truth and prediction.
@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,7 +27,10 @@ from pathlib import Path
 from nnunetv2_mfns.evaluation.counts import count_folders
 from nnunetv2_mfns.evaluation.io import load_subjects
 from nnunetv2_mfns.evaluation.metrics import evaluate_folders
-from nnunetv2_mfns.evaluation.synthetic import make_fake_result_set
+
+# the FAKE result sets are test fixtures (tests/synthetic_results.py), not part of the installed package
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from synthetic_results import make_fake_result_set  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,7 +77,7 @@ def _bench_existing_labels(labels: Path, root: Path, seed: int) -> int:
     import numpy as np
     import SimpleITK as sitk
 
-    from nnunetv2_mfns.evaluation.synthetic import fake_prediction
+    from synthetic_results import fake_prediction
     rng = np.random.default_rng(seed)
     out = root / "predictions" / "MfNS_De"
     out.mkdir(parents=True, exist_ok=True)

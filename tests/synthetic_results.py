@@ -1,5 +1,8 @@
 """FAKE result sets for tests, the benchmark and the example report: NOT data, NOT results of any model.
 
+Test-fixture code: it lives under tests/ and is not installed with the package (issue 11). The benchmark
+and the example report put this folder on sys.path to use it.
+
 `make_fake_result_set` writes, into one folder, what the evaluation reads from a real run: an nnU-Net raw
 dataset (imagesTr, labelsTr, regions/, subjects.json with rating slices and simulated rater counts, an
 mfns_splits.json) and one prediction folder per fake "method". Truth masks hold small PVS-like objects
@@ -11,7 +14,6 @@ the realistic phantom is `mfns-make-phantom` (dataset_conversion/phantom).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +22,8 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from nnunetv2_mfns.dataset_conversion.splits import make_age_stratified_splits
-
-from .counts import count_rating_slices
+from nnunetv2_mfns.evaluation.counts import count_rating_slices
+from nnunetv2_mfns.jsonio import write_json_atomic
 
 # miss rate of true objects, probability to dilate a kept object in-plane, false-positive blobs per
 # 100 true objects: the fake "methods" differ in these only
@@ -167,17 +169,18 @@ def make_fake_result_set(root: Path, n_cases: int = 6, shape: tuple[int, int, in
             "true_counts": {k: v["total"] for k, v in true.items()}, "rater_counts": raters, "source": None,
         }
     subjects_json = ds / "subjects.json"
-    subjects_json.write_text(json.dumps({
+    write_json_atomic({
         "schema": "nnunetv2_mfns.subjects/1", "dataset_name": ds.name,
-        "created_by": {"tool": "nnunetv2_mfns.evaluation.synthetic (FAKE result set)", "version": "0.1.0",
+        "created_by": {"tool": "tests/synthetic_results.py (FAKE result set)", "version": "0.1.0",
                        "seed": seed, "args": {"n_cases": n_cases, "shape": list(shape)}},
-        "slice_axis": "ITK index axis 2 (numpy axis 0 of sitk.GetArrayFromImage)", "subjects": subjects}, indent=2))
-    (ds / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T2"}, "labels": {"background": 0, "PVS": 1},
-                                                  "numTraining": n_cases, "file_ending": ".nii.gz"}, indent=2))
+        "slice_axis": "ITK index axis 2 (numpy axis 0 of sitk.GetArrayFromImage)", "subjects": subjects},
+        subjects_json)
+    write_json_atomic({"channel_names": {"0": "T2"}, "labels": {"background": 0, "PVS": 1},
+                       "numTraining": n_cases, "file_ending": ".nii.gz"}, ds / "dataset.json")
     # the project's own splitter, so the fake folds have the real mfns_splits.json shape (group_stats too)
     splits = make_age_stratified_splits({c: float(a) for c, a in zip(cases, ages)}, seed=seed,
                                         n_groups=max(3, min(n_groups, n_cases)),
                                         sexes={c: subjects[c]["sex"] for c in cases})
     splits_json = ds / "mfns_splits.json"
-    splits_json.write_text(json.dumps(splits, indent=2))
+    write_json_atomic(splits, splits_json)
     return FakeResultSet(ds, gt_dir, pred_dirs, subjects_json, splits_json, cases)

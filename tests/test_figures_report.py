@@ -9,7 +9,7 @@ from scipy import stats
 from nnunetv2_mfns.errors import MfnsInputError
 from nnunetv2_mfns.evaluation.report import FIGURE_FILES, REPORT_FILES, build_report
 from nnunetv2_mfns.evaluation.stats import paired_comparison, paired_tests, summary_markdown, summary_table
-from nnunetv2_mfns.evaluation.synthetic import make_fake_result_set
+from synthetic_results import make_fake_result_set
 
 
 def tidy(values: dict[str, list[float]], metric="dsc"):
