@@ -52,6 +52,7 @@ CONSOLE_SCRIPTS = [
     "mfns-report=nnunetv2_mfns.cli.report:main",
     "mfns-compare=nnunetv2_mfns.cli.compare:main",
     "mfns-check-install=nnunetv2_mfns.cli.check_install:main",
+    "mfns-predict=nnunetv2_mfns.cli.predict:main",
 ]
 
 setup(

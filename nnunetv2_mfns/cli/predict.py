@@ -1,0 +1,102 @@
+"""`mfns-predict`: new T2w scans in, PVS masks and per-subject PVS burden reports out.
+
+INPUT: a BIDS folder, a folder of .nii/.nii.gz files with any names, or single files. The model: as for
+nnUNetv2_predict (-d -c -tr [-p] [-f] [-chk]) or -m MODEL_FOLDER (a training output folder or an unzipped
+nnUNetv2_export_model_to_zip archive). Writes masks named after the inputs (BIDS-Derivatives names for BIDS
+input), and unless --no-report: rating slices and regions (registration to MNI152), per-PVS census,
+labelled components, visual-rating categories, one report per scan and census.csv, stats.csv, index.html.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from nnunetv2_mfns.errors import MfnsInputError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mfns-predict", description=__doc__.split("\n\n")[0].split(": ", 1)[1],
+                                epilog="Example: mfns-predict /data/bids -o /data/pvs -d 501 -c 2d -tr nnUNetTrainerMfNSDe "
+                                       "-f 0 1 2 3 4 -chk checkpoint_best.pth")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="BIDS folder, folder of NIfTI files, or NIfTI files")
+    p.add_argument("-o", dest="out", required=True, type=Path, help="output folder")
+    p.add_argument("-d", dest="dataset", help="dataset id or name the model was trained on")
+    p.add_argument("-c", dest="configuration", help="nnU-Net configuration (e.g. 2d for MfNS_De, 3d_fullres)")
+    p.add_argument("-tr", dest="trainer", help="trainer class (default nnUNetTrainer, as nnUNetv2_predict)")
+    p.add_argument("-p", dest="plans", help="plans identifier (default nnUNetPlans)")
+    p.add_argument("-f", dest="folds", nargs="+", help="folds to ensemble (default: every fold with the checkpoint)")
+    p.add_argument("-chk", dest="checkpoint", default="checkpoint_final.pth",
+                   help="checkpoint file name (default checkpoint_final.pth)")
+    p.add_argument("-m", dest="model_dir", type=Path,
+                   help="model folder (training output or unzipped nnUNetv2_export_model_to_zip) instead of -d/-c/-tr")
+    p.add_argument("-device", default="auto", choices=["auto", "cpu", "cuda"], help="default: cuda if available")
+    p.add_argument("--disable_tta", action="store_true", help="no mirroring test-time augmentation (faster)")
+    p.add_argument("-step_size", type=float, default=0.5, help="sliding-window step (nnU-Net default 0.5)")
+    p.add_argument("--no-report", action="store_true", help="masks only: no rating slices, census or report")
+    p.add_argument("--rating-slices", metavar="BG,CSO|FILE.json",
+                   help="rating slice indices (0-based, numpy axis 0) for every scan, or a JSON file "
+                        "{scan name: {\"BG\": i, \"CSO\": j}}; they override the automatic ones")
+    p.add_argument("--deformable", action="store_true", help="add a deformable stage to the MNI152 registration")
+    p.add_argument("--overwrite", action="store_true", help="replace existing outputs in -o")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
+    return p
+
+
+def parse_rating_slices(value: str | None) -> dict | None:
+    """`BG,CSO` (applies to every scan: key "*") or a JSON file {name: {"BG": i, "CSO": j}}."""
+    if value is None:
+        return None
+    parts = value.split(",")
+    if len(parts) == 2 and all(x.strip().lstrip("-").isdigit() for x in parts):
+        bg, cso = (int(x) for x in parts)
+        if bg < 0 or cso < 0:
+            raise MfnsInputError(f"--rating-slices {value}: slice indices are 0-based and non-negative")
+        return {"*": {"BG": bg, "CSO": cso}}
+    path = Path(value)
+    if not path.is_file():
+        raise MfnsInputError(f"--rating-slices {value}: neither BG,CSO indices nor an existing JSON file")
+    from nnunetv2_mfns.errors import read_json_file
+    data = read_json_file(path)
+    ok = isinstance(data, dict) and all(
+        isinstance(v, dict) and set(v) <= {"BG", "CSO"} and
+        all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in v.values()) for v in data.values())
+    if not ok:
+        raise MfnsInputError(f"{path}: expected {{scan name: {{\"BG\": index, \"CSO\": index}}}}")
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("nnunetv2_mfns").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    if args.quiet:
+        os.environ.setdefault("TQDM_DISABLE", "1")
+    # CPU inference next to nnU-Net: passive OpenMP waiting (see README, "Running nnU-Net on a small CPU")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from nnunetv2_mfns.inference.model import resolve_model
+    from nnunetv2_mfns.inference.pipeline import PredictOptions, run_predict
+    try:
+        if args.step_size <= 0 or args.step_size > 1:
+            raise MfnsInputError(f"-step_size {args.step_size}: must be in (0, 1]")
+        model = resolve_model(args.dataset, args.configuration, args.trainer, args.plans, args.model_dir, args.folds,
+                              args.checkpoint)
+        opts = PredictOptions(report=not args.no_report, overwrite=args.overwrite, device=args.device,
+                              tta=not args.disable_tta, step_size=args.step_size, deformable=args.deformable,
+                              rating_slices=parse_rating_slices(args.rating_slices))
+        summaries = run_predict(args.inputs, args.out, model, opts)
+    except MfnsInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for s in summaries:
+        print(f"{s['input']} -> {args.out / s['mask']}" + (f", {args.out / s['report']}" if "report" in s else ""))
+    if not args.no_report:
+        print(f"cohort: {args.out / 'index.html'}, {args.out / 'census.csv'}, {args.out / 'stats.csv'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

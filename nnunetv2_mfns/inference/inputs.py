@@ -1,0 +1,192 @@
+"""Finding the scans a user points `mfns-predict` at, and refusing the ones the model must not see.
+
+INPUT may be a BIDS folder (`sub-*/[ses-*/]anat/*_T2w.nii[.gz]`), a folder of `.nii` / `.nii.gz` files with any
+names (top level only, hidden files skipped), or single files. Each scan gets a name for its outputs: the
+file name without `.nii[.gz]` and without a trailing nnU-Net channel suffix `_0000`, or for BIDS input its
+entities without the `_T2w` suffix (e.g. `sub-01_ses-1_acq-hr`). Two scans with one name are an error.
+
+Header checks (read without loading the voxels), before anything is predicted:
+    * 3D scalar volume with at least 3 voxels along every axis (2D images and single slices refused); a 4D
+      file with one volume is accepted as 3D (staged as a 3D copy), real 4D refused;
+    * axial: the slice axis (ITK index axis 2 = numpy axis 0) within MAX_TILT_DEG of superior-inferior, as
+      the 2D model and the rating slices assume;
+    * orientation: index axis 0 must run left-right and index axis 1 anterior-posterior (axes swapped in-plane
+      would present the model with transposed slices); flips are fine;
+    * acquisition: no in-plane voxel edge more than ANISOTROPY_TOL x the slice spacing (thick slices along an
+      in-plane axis mean a sagittal or coronal acquisition resampled into an axial header).
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from nnunetv2_mfns.errors import MfnsInputError
+
+MAX_TILT_DEG = 45.0
+ANISOTROPY_TOL = 1.25
+NIFTI_ENDINGS = (".nii.gz", ".nii")
+BIDS_T2W = re.compile(r"^(sub-[A-Za-z0-9]+(?:_[A-Za-z0-9]+-[A-Za-z0-9]+)*)_T2w\.nii(?:\.gz)?$")
+
+
+@dataclass
+class ScanHeader:
+    """Geometry read from the file header (ITK order x, y, z); `squeeze_4d`: a 4D file holding one volume."""
+    size: tuple[int, int, int]
+    spacing: tuple[float, float, float]
+    origin: tuple[float, float, float]
+    direction: tuple[float, ...]
+    squeeze_4d: bool = False
+
+
+@dataclass
+class ScanInput:
+    """One scan to predict. `bids`: {"subject", "session", "anat_dir" (relative), "prefix"} for BIDS input."""
+    path: Path
+    name: str
+    bids: dict | None = None
+    header: ScanHeader | None = field(default=None, repr=False)
+
+
+def nifti_stem(path: Path) -> str | None:
+    """File name without `.nii` / `.nii.gz` (case-insensitive), None for other files."""
+    low = path.name.lower()
+    for end in NIFTI_ENDINGS:
+        if low.endswith(end) and len(path.name) > len(end):
+            return path.name[:-len(end)]
+    return None
+
+
+def output_name(path: Path) -> str:
+    stem = nifti_stem(path)
+    if stem is None:
+        raise MfnsInputError(f"{path}: not a NIfTI file (.nii or .nii.gz)")
+    # nnU-Net-style inputs (case_0000.nii.gz) keep nnU-Net's output name (case.nii.gz)
+    return stem[:-5] if stem.endswith("_0000") and len(stem) > 5 else stem
+
+
+def read_header(path: Path) -> ScanHeader:
+    """Header of one scan after the checks in the module docstring; MfnsInputError names the file."""
+    r = sitk.ImageFileReader()
+    r.SetFileName(str(path))
+    try:
+        r.ReadImageInformation()
+    except RuntimeError as e:
+        raise MfnsInputError(f"{path}: cannot be read as an image ({str(e).strip().splitlines()[-1][:120]})") from None
+    dim, size = r.GetDimension(), tuple(int(s) for s in r.GetSize())
+    squeeze = False
+    if dim == 4 and size[3] == 1:
+        squeeze, dim = True, 3
+    if dim == 4 or dim > 4:
+        raise MfnsInputError(f"{path}: {dim}D image (size {size}); give one 3D T2w volume per file")
+    if dim != 3:
+        raise MfnsInputError(f"{path}: {dim}D image (size {size}); a 3D T2w volume is needed")
+    if r.GetNumberOfComponents() != 1:
+        raise MfnsInputError(f"{path}: {r.GetNumberOfComponents()} components per voxel; a grey-value T2w volume is needed")
+    size3 = size[:3]
+    if min(size3) < 3:
+        raise MfnsInputError(f"{path}: size {size3} is a 2D image or a single slice, not a 3D volume")
+    spacing = tuple(float(s) for s in r.GetSpacing()[:3])
+    d_full = np.asarray(r.GetDirection(), dtype=float).reshape(dim if not squeeze else 4, -1)
+    d = d_full[:3, :3]
+    cols = d / np.maximum(np.linalg.norm(d, axis=0, keepdims=True), 1e-12)
+    tilt = float(np.degrees(np.arccos(min(1.0, abs(cols[2, 2])))))
+    if tilt > MAX_TILT_DEG:
+        kind = "sagittal" if abs(cols[0, 2]) >= abs(cols[1, 2]) else "coronal"
+        raise MfnsInputError(f"{path}: not an axial acquisition: the slice axis (index axis 2) is {tilt:.0f} deg from "
+                             f"superior-inferior (looks {kind}); reslice it to axial")
+    if abs(cols[0, 0]) < abs(cols[1, 0]) or abs(cols[1, 1]) < abs(cols[0, 1]):
+        raise MfnsInputError(f"{path}: wrongly oriented: in-plane index axes swapped (index axis 0 should run "
+                             f"left-right, axis 1 anterior-posterior); reorient it (e.g. fslreorient2std)")
+    if max(spacing[0], spacing[1]) > ANISOTROPY_TOL * spacing[2]:
+        raise MfnsInputError(f"{path}: voxel {spacing[0]:g} x {spacing[1]:g} x {spacing[2]:g} mm is thickest in-plane: "
+                             f"a non-axial acquisition stored as axial; give the scan as acquired (axial slices)")
+    return ScanHeader(size3, spacing, tuple(float(o) for o in r.GetOrigin()[:3]), tuple(d.ravel().tolist()), squeeze)
+
+
+def _is_bids(folder: Path) -> bool:
+    return (folder / "dataset_description.json").is_file() or any(
+        p.is_dir() and p.name.startswith("sub-") for p in folder.iterdir())
+
+
+def _bids_scans(folder: Path) -> list[ScanInput]:
+    scans = []
+    for sub in sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith("sub-")):
+        anat_dirs = [sub / "anat"] + sorted(s / "anat" for s in sub.iterdir() if s.is_dir() and s.name.startswith("ses-"))
+        for anat in anat_dirs:
+            if not anat.is_dir():
+                continue
+            for f in sorted(anat.iterdir()):
+                m = BIDS_T2W.match(f.name)
+                if not m or not f.is_file():
+                    continue
+                prefix = m.group(1)
+                ents = dict(kv.split("-", 1) for kv in prefix.split("_"))
+                if ents.get("sub") != sub.name[4:]:
+                    raise MfnsInputError(f"{f}: file name's subject does not match its folder {sub.name}")
+                scans.append(ScanInput(f, prefix, {"subject": ents["sub"], "session": ents.get("ses"),
+                                                   "anat_dir": str(anat.relative_to(folder)), "prefix": prefix}))
+    if not scans:
+        raise MfnsInputError(f"{folder}: BIDS folder without any sub-*/[ses-*/]anat/*_T2w.nii[.gz] scan")
+    return scans
+
+
+def collect_inputs(items: list[str | Path]) -> list[ScanInput]:
+    """All scans named by the INPUT arguments, in argument order (folders sorted), headers checked."""
+    if not items:
+        raise MfnsInputError("no INPUT given")
+    scans: list[ScanInput] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            if _is_bids(p):
+                scans += _bids_scans(p)
+                continue
+            files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".") and nifti_stem(f))
+            if not files:
+                raise MfnsInputError(f"{p}: folder contains no .nii or .nii.gz file (and is not a BIDS folder)")
+            scans += [ScanInput(f, output_name(f)) for f in files]
+        elif p.is_file():
+            scans.append(ScanInput(p, output_name(p)))
+        else:
+            raise MfnsInputError(f"{p}: input not found")
+    seen: dict[str, Path] = {}
+    by_file: dict[Path, Path] = {}
+    for s in scans:
+        real = s.path.resolve()
+        if real in by_file:
+            raise MfnsInputError(f"{s.path}: given twice (also as {by_file[real]})")
+        by_file[real] = s.path
+        if s.name in seen:
+            raise MfnsInputError(f"{s.path}: same output name {s.name!r} as {seen[s.name]}; rename one of them")
+        seen[s.name] = s.path
+    for s in scans:
+        s.header = read_header(s.path)
+    return scans
+
+
+def stage_inputs(scans: list[ScanInput], stage_dir: Path) -> list[Path]:
+    """nnU-Net input files for the scans in stage_dir (`scan_0000_0000.nii[.gz]`, ...): symbolic links to the
+    untouched originals (a copy where links are impossible), a 3D copy for a one-volume 4D file."""
+    stage_dir = Path(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    staged = []
+    for i, s in enumerate(scans):
+        if s.header is not None and s.header.squeeze_4d:
+            img = sitk.ReadImage(str(s.path))
+            dst = stage_dir / f"scan_{i:04d}_0000.nii.gz"
+            sitk.WriteImage(img[:, :, :, 0], str(dst), useCompression=True)
+        else:
+            ending = ".nii.gz" if s.path.name.lower().endswith(".nii.gz") else ".nii"
+            dst = stage_dir / f"scan_{i:04d}_0000{ending}"
+            try:
+                os.symlink(s.path.resolve(), dst)
+            except OSError:
+                import shutil
+                shutil.copyfile(s.path, dst)
+        staged.append(dst)
+    return staged
