@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from . import figures
+from .budget import budget_markdown, read_budgets, warning_line
 from .counts import count_correlations, count_folders, COUNT_COLUMNS
 from .io import (FILE_ENDING, case_to_fold_from_splits, check_fold_membership, check_out_dir, load_splits_file,
                  load_subjects, prediction_files, prepare_out_dir, read_binary_mask, read_image)
@@ -191,9 +192,10 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
     figures.fig_counts_scatter(counts, corr, out_dir / "fig6_counts_scatter.png", methods)
     figures.fig_bland_altman(counts, corr, out_dir / "fig_bland_altman.png", methods)
 
+    budgets, budget_known = read_budgets(provenance, methods)
     report = out_dir / "report.md"
     report.write_text(_report_markdown(
-        gt_dir=gt_dir, pred_dirs=pred_dirs, subjects_json=subjects_json, subjects=subjects, splits_json=splits_json,
+        budgets=budgets, budget_known=budget_known, gt_dir=gt_dir, pred_dirs=pred_dirs, subjects_json=subjects_json, subjects=subjects, splits_json=splits_json,
         splits=splits, reference=reference_method, provenance=provenance or {}, metrics=metrics, summary=summary,
         tests=tests, counts=counts, corr=corr, missing=missing, overlay_case=overlay_case,
         burden=_burden_cases(metrics), settings={"connectivity (3D lesions)": connectivity,
@@ -205,11 +207,15 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
     return report
 
 
-def _report_markdown(*, gt_dir, pred_dirs, subjects_json, subjects, splits_json, splits, reference, provenance,
+def _report_markdown(*, budgets, budget_known, gt_dir, pred_dirs, subjects_json, subjects, splits_json, splits, reference, provenance,
                      metrics, summary, tests, counts, corr, missing, overlay_case, burden, settings) -> str:
     n_cases = metrics["case"].nunique()
-    L = ["# PVS segmentation evaluation report", "",
-         f"Generated {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by nnunetv2_mfns.evaluation.", ""]
+    L = ["# PVS segmentation evaluation report", ""]
+    warn = warning_line(budgets, budget_known)
+    if warn:
+        L += [warn, ""]
+    L += [f"Generated {_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by nnunetv2_mfns.evaluation.", ""]
+    L += budget_markdown(budgets, budget_known)
     L += ["## Data", "",
           f"- labels: `{gt_dir}` ({n_cases} evaluated cases)"]
     if subjects is not None:
@@ -247,6 +253,8 @@ def _report_markdown(*, gt_dir, pred_dirs, subjects_json, subjects, splits_json,
     L += ["", "## Commands and provenance", ""]
     if provenance:
         for k, v in provenance.items():
+            if k == "training" and isinstance(v, dict):
+                continue  # shown in the Training budget section
             if isinstance(v, (list, tuple)):
                 L.append(f"- {k}:")
                 L += [f"  - `{x}`" for x in v]

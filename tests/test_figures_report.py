@@ -71,7 +71,7 @@ def fake(tmp_path_factory):
 
 def test_build_report_full(fake, tmp_path):
     out = tmp_path / "report"
-    prov = {"command": "mfns-report --gt ...", "training": ["nnUNetv2_train 501 2d 0 -tr nnUNetTrainerMfNSDe"]}
+    prov = {"command": "mfns-report --gt ...", "commands": ["nnUNetv2_train 501 2d 0 -tr nnUNetTrainerMfNSDe"]}
     rep = build_report(out, fake.gt_dir, fake.pred_dirs, fake.subjects_json, fake.splits_json, provenance=prov,
                        compute_hd95=True, n_boot=500, seed=11)
     assert rep == out / "report.md"
@@ -133,3 +133,98 @@ def test_cli_report(fake, tmp_path, capsys):
     assert main(argv) == 2 and "error:" in capsys.readouterr().err
     assert main(argv[:-2] + ["--n-boot", "5", "--overwrite"]) == 2
     assert capsys.readouterr().err.startswith("error: --n-boot")
+
+
+def write_training_log(folder, dice, start="2026_11_25_10_00_00", first_epoch=0):
+    """An nnU-Net training log as nnUNetTrainer.print_to_log_file writes it (numpy >= 2 repr of the dice)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ts = "2026-11-25 10:00:00.000000: "
+    lines = [ts + "\n#######################################################################", ts + "Desired fold for training: 0"]
+    for e, d in enumerate(dice, start=first_epoch):
+        lines += [ts + "", ts + f"Epoch {e} ", ts + "Current learning rate: 0.05 ", ts + "train_loss -0.3 ",
+                  ts + "val_loss -0.2 ", ts + f"Pseudo dice [np.float32({d})] ", ts + "Epoch time: 12.1 s "]
+    (folder / f"training_log_{start}.txt").write_text("\n".join(lines) + "\n")
+
+
+def test_convergence_parses_nnunet_log_and_judges_the_curve(tmp_path):
+    from nnunetv2_mfns.evaluation.convergence import ema_curve, parse_training_log, read_convergence
+    # the issue-10 MfNS_De curve (12 epochs): flat at the end; the stock 3d one: still rising
+    flat = [.13, .25, .33, .49, .57, .59, .63, .65, .63, .65, .66, .64]
+    write_training_log(tmp_path / "flat", flat)
+    c = read_convergence(tmp_path / "flat")
+    assert c.pseudo_dice == pytest.approx(flat)
+    ema = [flat[0]]
+    for d in flat[1:]:
+        ema.append(0.9 * ema[-1] + 0.1 * d)  # nnU-Net's nnUNetLogger formula
+    assert c.ema == pytest.approx(ema)
+    # the raw curve has flattened (the EMA still climbs: it lags ~10 epochs); last 3 vs the 3 before: +0.013
+    assert c.status == "flat" and c.window == 3 and c.gain == pytest.approx(0.65 - (0.63 + 0.65 + 0.63) / 3)
+    write_training_log(tmp_path / "stock2d", [0] * 7 + [.57, .64, .64, .66, .67])  # issue 10: "still rising"
+    assert read_convergence(tmp_path / "stock2d").status == "rising"
+    plateau = [0.7] * 20
+    write_training_log(tmp_path / "plateau", plateau)
+    assert read_convergence(tmp_path / "plateau").status == "flat"
+    rising = [0, 0, 0, 0, 0, 0, 0, 0, 0, .004, .06, .16]
+    write_training_log(tmp_path / "rising", rising)
+    r = read_convergence(tmp_path / "rising")
+    assert r.status == "rising" and r.gain > 0.01
+    write_training_log(tmp_path / "short", [0.1, 0.2, 0.3])
+    assert read_convergence(tmp_path / "short").status == "too short"
+    assert read_convergence(tmp_path / "nothing").status == "no log"
+    # older numpy prints plain floats; several classes are averaged; nan ignored
+    assert parse_training_log("2026-01-01 00:00:00.000000: Epoch 0\n"
+                              "2026-01-01 00:00:01.000000: Pseudo dice [0.5, nan, 0.7]\n") == {0: pytest.approx(0.6)}
+    # a run continued with --c writes a second log from epoch 10 on: the later file wins
+    write_training_log(tmp_path / "resumed", [0.1] * 12)
+    write_training_log(tmp_path / "resumed", [0.5, 0.6], start="2026_11_25_11_00_00", first_epoch=10)
+    res = read_convergence(tmp_path / "resumed")
+    assert len(res.pseudo_dice) == 12 and res.pseudo_dice[10:] == pytest.approx([0.5, 0.6])
+    assert ema_curve([0.2, float("nan"), 0.4]) == pytest.approx([0.2, 0.2, 0.22])
+
+
+def _training_provenance(tmp_path, budget, curves):
+    folders = []
+    for k, dice in enumerate(curves):
+        d = tmp_path / f"model_{budget}" / f"fold_{k}"
+        write_training_log(d, dice)
+        folders.append(str(d))
+    return {"trainer": f"nnUNetTrainerMfNSDe_{budget}", "configuration": "2d", "budget": budget,
+            "epochs": len(curves[0]), "iterations_per_epoch": 8, "checkpoint": "checkpoint_final.pth",
+            "model_folders": folders}
+
+
+def test_report_states_its_budget_and_warns(fake, tmp_path):
+    """Issue 10 item 5: report.md opens with the budget; ci/demo or a rising curve -> a one-line warning."""
+    import shutil
+    gt, pred = tmp_path / "gt", tmp_path / "pred"
+    gt.mkdir()
+    pred.mkdir()
+    for c in fake.cases[:3]:
+        shutil.copy(fake.gt_dir / f"{c}.nii.gz", gt)
+        shutil.copy(fake.pred_dirs["MfNS_De"] / f"{c}.nii.gz", pred)
+
+    def first_lines(prov, name):
+        rep = build_report(tmp_path / name, gt, {"MfNS_De": pred}, None, None, provenance=prov, n_boot=200)
+        return rep.read_text().splitlines()
+
+    demo = first_lines({"training": {"MfNS_De": _training_provenance(tmp_path, "demo", [[.1, .2, .3]])}}, "demo")
+    assert "fold_0: 3 epoch(s): too short to judge" in "\n".join(demo)
+    assert demo[2].startswith("> **Warning: these numbers are not accuracy results.**")
+    assert "MfNS_De: trained with the `demo` budget (3 epochs x 8 iterations)" in demo[2]
+    text = "\n".join(demo)
+    assert "## Training budget" in text and "| MfNS_De | nnUNetTrainerMfNSDe_demo | 2d | demo | 3 epochs x 8 iterations |" \
+        " checkpoint_final.pth |" in text
+    assert text.index("## Training budget") < text.index("## Data")
+
+    full_rising = _training_provenance(tmp_path, "full", [[.5] * 20, [0.1 * i / 2 for i in range(20)]])
+    rising = first_lines({"training": {"MfNS_De": full_rising}}, "rising")
+    assert rising[2].startswith("> **Warning") and "validation curve still rising at the end (fold_1)" in rising[2]
+    assert "`full` budget" not in rising[2]
+
+    full_flat = _training_provenance(tmp_path, "full", [[.5] * 20, [.6] * 20])
+    flat = first_lines({"training": {"MfNS_De": full_flat}}, "flat")
+    assert not any(line.startswith("> **Warning") for line in flat[:6])
+    assert "fold_0: flat (EMA pseudo-Dice 0.500 after 20 epochs; mean pseudo-Dice +0.000" in "\n".join(flat)
+
+    unknown = first_lines(None, "unknown")
+    assert unknown[2].startswith("> **Training budget unknown**")
