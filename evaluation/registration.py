@@ -1,0 +1,237 @@
+"""Input checks for T2w scans and their registration to the MNI152 template (SimpleITK).
+
+`check_axial_3d` is the one place that decides whether a scan is usable (3D, axial slices along ITK
+index axis 2, some signal); `mfns-predict` and the rating-slice finder both call it.
+
+Registration maps SUBJECT points to TEMPLATE points (fixed = subject, moving = template), which is the
+direction needed to pull template labels onto the subject grid. Steps, all on downsampled copies
+(~`REG_MM` in-plane, the native slice spacing up to 4 mm):
+1. centre-of-mass initialisation from the head (Otsu foreground) of both images,
+2. exhaustive search over superior-inferior shift and pitch (a partial-brain slab or a tilted head
+   defeats the centre of mass along z; MI is evaluated on a coarse grid),
+3. affine, Mattes mutual information, 3 resolution levels (optionally a B-spline on top),
+4. quality: Mattes MI before/after and the normalised correlation between subject and warped
+   template inside the template brain; a correlation below `MIN_NCC` is a failed registration.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from nnunetv2_mfns.errors import MfnsInputError
+
+from .template import BRAIN, MniTemplate, load_mni_template
+
+logger = logging.getLogger(__name__)
+
+REG_MM = 2.0  # in-plane voxel size of the registration copies
+MIN_NCC = 0.5  # template/subject correlation inside the brain below which registration failed
+MAX_AXIAL_TILT_DEG = 45.0  # slice normal vs the patient's superior-inferior axis
+MIN_BRAIN_ML = 20.0  # brain volume in view below which there is no brain to rate
+
+
+def read_t2w(path: str | Path) -> sitk.Image:
+    """Reads a scan with SimpleITK; a trailing singleton 4th dimension is dropped, real 4D refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise MfnsInputError(f"{path}: file not found")
+    try:
+        img = sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        raise MfnsInputError(f"{path}: not a readable image ({str(e).strip().splitlines()[-1][:120]})") from None
+    if img.GetDimension() == 4 and img.GetSize()[3] == 1:
+        img = img[:, :, :, 0]
+    return img
+
+
+def check_axial_3d(image: sitk.Image, source: str = "image") -> None:
+    """Raises MfnsInputError unless `image` is a 3D scalar image with axial slices along index axis 2.
+
+    Axial: the slice normal (3rd direction column) is within 45 degrees of the patient's S-I axis.
+    Also refuses fewer than 3 slices and images without signal (constant or non-finite)."""
+    dim = image.GetDimension()
+    if dim == 4:
+        raise MfnsInputError(f"{source}: 4D image (size {image.GetSize()}); give one 3D T2w volume")
+    if dim != 3:
+        raise MfnsInputError(f"{source}: {dim}D image (size {image.GetSize()}); a 3D T2w volume is needed")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise MfnsInputError(f"{source}: {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+                             "a scalar (grey-value) T2w volume is needed")
+    size = image.GetSize()
+    if min(size) < 3:
+        raise MfnsInputError(f"{source}: size {size} is not a 3D volume (a 2D image or a single slice)")
+    d = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    normal = d[:, 2] / max(np.linalg.norm(d[:, 2]), 1e-12)
+    tilt = float(np.degrees(np.arccos(min(1.0, abs(normal[2])))))
+    if tilt > MAX_AXIAL_TILT_DEG:
+        axis = "LR" if abs(normal[0]) >= abs(normal[1]) else "AP"
+        kind = "sagittal" if axis == "LR" else "coronal"
+        raise MfnsInputError(f"{source}: not an axial acquisition: slices (index axis 2) run along {axis}, "
+                             f"{tilt:.0f} deg from superior-inferior (looks {kind}); reslice it to axial")
+
+
+def image_array(image: sitk.Image, source: str = "image") -> np.ndarray:
+    """float32 array (z, y, x); refuses non-finite or constant images (no signal, hence no brain)."""
+    arr = sitk.GetArrayViewFromImage(image).astype(np.float32)
+    if not np.all(np.isfinite(arr)):
+        raise MfnsInputError(f"{source}: image contains NaN or Inf voxels")
+    if float(arr.max() - arr.min()) <= 0:
+        raise MfnsInputError(f"{source}: constant image (no signal, no brain in view)")
+    return arr
+
+
+@dataclass
+class RegistrationResult:
+    """`transform` maps subject physical points (LPS mm) to template physical points."""
+
+    transform: sitk.Transform
+    info: dict = field(default_factory=dict)
+
+
+def downsample(image: sitk.Image, target_mm: float = REG_MM) -> sitk.Image:
+    """float32 copy averaged down to ~`target_mm` per axis (BinShrink after a matching Gaussian)."""
+    img = sitk.Cast(image, sitk.sitkFloat32)
+    factors = [max(1, int(round(target_mm / s))) for s in img.GetSpacing()]
+    if max(factors) == 1:
+        return img
+    sig = [0.5 * f * s if f > 1 else 0.0 for f, s in zip(factors, img.GetSpacing())]
+    img = sitk.SmoothingRecursiveGaussian(img, sig) if all(v > 0 for v in sig) else _smooth_axes(img, sig)
+    return sitk.BinShrink(img, factors)
+
+
+def _smooth_axes(img: sitk.Image, sig: list[float]) -> sitk.Image:
+    for axis, s in enumerate(sig):
+        if s > 0:
+            f = sitk.RecursiveGaussianImageFilter()
+            f.SetSigma(s)
+            f.SetDirection(axis)
+            img = f.Execute(img)
+    return img
+
+
+def _head_mask(img: sitk.Image) -> sitk.Image:
+    """Head foreground: Otsu threshold of the (downsampled) image, largest component, holes filled."""
+    fg = sitk.OtsuThreshold(img, 0, 1)
+    cc = sitk.RelabelComponent(sitk.ConnectedComponent(fg), sortByObjectSize=True)
+    return sitk.BinaryFillhole(cc == 1)
+
+
+def _centre(mask: sitk.Image) -> np.ndarray:
+    stats = sitk.LabelShapeStatisticsImageFilter()
+    stats.Execute(mask)
+    return np.asarray(stats.GetCentroid(1))
+
+
+def _metric_method(seed: int, sampling: float) -> sitk.ImageRegistrationMethod:
+    reg = sitk.ImageRegistrationMethod()
+    reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(sampling, seed)
+    reg.SetInterpolator(sitk.sitkLinear)
+    return reg
+
+
+def _mi(fixed: sitk.Image, moving: sitk.Image, tf: sitk.Transform, seed: int) -> float:
+    reg = _metric_method(seed, 0.5)
+    reg.SetInitialTransform(tf, inPlace=False)
+    return float(reg.MetricEvaluate(fixed, moving))
+
+
+def _ncc_in_brain(fixed: sitk.Image, tpl: MniTemplate, tf: sitk.Transform) -> tuple[float, float]:
+    """Correlation of subject and warped template intensities inside the warped template brain,
+    and the brain volume (ml) that lies in the subject's field of view."""
+    warped = sitk.Resample(tpl.t2, fixed, tf, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    labels = sitk.Resample(tpl.labels, fixed, tf, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    brain = (sitk.GetArrayViewFromImage(labels) & BRAIN) > 0
+    ml = float(brain.sum() * np.prod(fixed.GetSpacing()) / 1000.0)
+    if brain.sum() < 50:
+        return 0.0, ml
+    a = sitk.GetArrayViewFromImage(fixed)[brain].astype(np.float64)
+    b = sitk.GetArrayViewFromImage(warped)[brain].astype(np.float64)
+    if a.std() == 0 or b.std() == 0:
+        return 0.0, ml
+    return float(np.corrcoef(a, b)[0, 1]), ml
+
+
+def register_to_mni(image: sitk.Image, *, deformable: bool = False, seed: int = 0, source: str = "image",
+                    template: MniTemplate | None = None) -> RegistrationResult:
+    """Registers a (checked) T2w scan to the MNI152 template; raises MfnsInputError if it fails."""
+    t0 = time.perf_counter()
+    tpl = template or load_mni_template()
+    t_tpl = time.perf_counter() - t0
+    fixed = downsample(image, REG_MM)
+    arr = sitk.GetArrayViewFromImage(fixed)
+    lo, hi = np.percentile(arr, [0.5, 99.5])
+    if hi <= lo:
+        raise MfnsInputError(f"{source}: no contrast in the image (no brain in view)")
+    fixed = sitk.Clamp(fixed, sitk.sitkFloat32, float(lo), float(hi))
+
+    # 1. centres of mass of the heads (in-plane); z is searched below
+    c_fix = _centre(_head_mask(fixed))
+    c_mov = _centre(_head_mask(tpl.t2))
+    init = sitk.Euler3DTransform()
+    init.SetCenter(c_fix.tolist())
+    init.SetTranslation((c_mov - c_fix).tolist())
+
+    # 2. exhaustive search: shift along S-I (+-60 mm, 5 mm steps) x pitch (+-20 deg, 10 deg steps)
+    coarse_fix = sitk.BinShrink(fixed, [max(1, int(round(4.0 / s))) for s in fixed.GetSpacing()])
+    reg = _metric_method(seed, 1.0)
+    reg.SetInitialTransform(init, inPlace=True)
+    reg.SetOptimizerAsExhaustive([2, 0, 0, 0, 0, 12])
+    reg.SetOptimizerScales([np.radians(10.0), 1, 1, 1, 1, 5.0])
+    reg.Execute(coarse_fix, tpl.t2)
+    mi_before = _mi(fixed, tpl.t2, init, seed)
+
+    # 3. affine, multi-resolution
+    aff = sitk.AffineTransform(3)
+    aff.SetCenter(init.GetCenter())
+    aff.SetMatrix(init.GetMatrix())
+    aff.SetTranslation(init.GetTranslation())
+    reg = _metric_method(seed, 0.25)
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=150,
+                                                 relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([4, 2, 1])
+    reg.SetSmoothingSigmasPerLevel([4.0, 2.0, 0.0])
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    reg.SetInitialTransform(aff, inPlace=True)
+    reg.Execute(fixed, tpl.t2)
+    tf: sitk.Transform = aff
+    kind = "affine"
+
+    if deformable:
+        bs = sitk.BSplineTransformInitializer(fixed, [6, 6, 6], order=3)
+        reg = _metric_method(seed, 0.25)
+        reg.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=60,
+                                 maximumNumberOfCorrections=5, maximumNumberOfFunctionEvaluations=200)
+        reg.SetShrinkFactorsPerLevel([2, 1])
+        reg.SetSmoothingSigmasPerLevel([2.0, 0.0])
+        reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+        reg.SetMovingInitialTransform(aff)
+        reg.SetInitialTransform(bs, inPlace=True)
+        reg.Execute(fixed, tpl.t2)
+        tf = sitk.CompositeTransform([aff, bs])
+        kind = "affine+bspline"
+
+    mi_after = _mi(fixed, tpl.t2, tf, seed)
+    ncc, brain_ml = _ncc_in_brain(fixed, tpl, tf)
+    ok = ncc >= MIN_NCC and brain_ml >= MIN_BRAIN_ML
+    info = {"metric": "normalised correlation in the template brain (Mattes MI before/after also given)",
+            "ncc_after": round(ncc, 4), "ncc_threshold": MIN_NCC, "mattes_mi_before": round(mi_before, 4),
+            "mattes_mi_after": round(mi_after, 4), "brain_ml_in_view": round(brain_ml, 1), "transform": kind,
+            "ok": bool(ok), "seed": int(seed), "seconds": round(time.perf_counter() - t0, 2),
+            "template_seconds": round(t_tpl, 2)}
+    logger.info("%s: registration %s, NCC %.3f, MI %.3f -> %.3f, %.1f s", source, kind, ncc, mi_before, mi_after,
+                info["seconds"])
+    if brain_ml < MIN_BRAIN_ML:
+        raise MfnsInputError(f"{source}: no brain in view (registration places {brain_ml:.0f} ml of brain "
+                             f"in the field of view)")
+    if not ok:
+        raise MfnsInputError(f"{source}: registration to MNI152 failed (correlation {ncc:.2f} < {MIN_NCC} "
+                             "inside the brain); give the rating slices by hand or check the scan")
+    return RegistrationResult(transform=tf, info=info)
