@@ -228,3 +228,59 @@ def test_report_states_its_budget_and_warns(fake, tmp_path):
 
     unknown = first_lines(None, "unknown")
     assert unknown[2].startswith("> **Training budget unknown**")
+
+
+def test_fig7_worst_cases_chosen_and_drawn(fake, tmp_path):
+    """Issue 10 item 5 (paper Fig. 7): per method the lowest-DSC and the largest-miss case, chosen automatically,
+    on the slices with most missed and most false-positive voxels."""
+    import shutil
+    import SimpleITK as sitk
+    from nnunetv2_mfns.evaluation.failure_cases import error_slices, pick_failure_cases
+    pred = tmp_path / "pred"
+    shutil.copytree(fake.pred_dirs["MfNS_De"], pred)
+    c_fp, c_miss = fake.cases[1], fake.cases[3]
+
+    def read(p):
+        img = sitk.ReadImage(str(p))
+        return sitk.GetArrayFromImage(img).astype(bool), img
+
+    # c_fp: the truth plus a big false-positive slab on one slice -> lowest DSC, nothing missed
+    gt_fp, ref = read(fake.gt_dir / f"{c_fp}.nii.gz")
+    p_fp = gt_fp.copy()
+    z_fp = 2
+    p_fp[z_fp, 5:45, 5:40] = True
+    p_fp[z_fp] |= gt_fp[z_fp]
+    # c_miss: the truth with every PVS of the slab's upper half removed -> largest missed volume, DSC still higher
+    gt_miss, ref2 = read(fake.gt_dir / f"{c_miss}.nii.gz")
+    p_miss = gt_miss.copy()
+    p_miss[gt_miss.shape[0] // 2:] = False
+    for arr, r, c in ((p_fp, ref, c_fp), (p_miss, ref2, c_miss)):
+        img = sitk.GetImageFromArray(arr.astype(np.uint8))
+        img.CopyInformation(r)
+        sitk.WriteImage(img, str(pred / f"{c}.nii.gz"))
+    out = tmp_path / "rep"
+    rep = build_report(out, fake.gt_dir, {"MfNS_De": pred, "UNet2D": fake.pred_dirs["UNet2D"]}, fake.subjects_json,
+                       fake.splits_json, n_boot=200)
+    metrics = pd.read_csv(out / "metrics.csv")
+    picks = pick_failure_cases(metrics, ["MfNS_De", "UNet2D"])
+    mf = [(p.reason, p.case) for p in picks if p.method == "MfNS_De"]
+    assert mf == [("lowest DSC", c_fp), ("largest missed volume", c_miss)]
+    d = metrics[(metrics["method"] == "UNet2D") & (metrics["metric"] == "dsc")]
+    un = [p for p in picks if p.method == "UNet2D"]
+    assert un[0].case == d.sort_values(["value", "case"]).iloc[0]["case"] and un[0].reason.startswith("lowest DSC")
+    # when the lowest-DSC case is also the largest miss, the next-largest miss is shown and labelled so
+    fake_metrics = pd.DataFrame([(c, "M", None, k, v) for c, dsc, fn in (("A", 0.2, 50), ("B", 0.5, 30), ("C", 0.9, 0))
+                                 for k, v in (("dsc", dsc), ("fn_voxels", fn), ("tp_voxels", 10), ("vol_true_mm3", 60 + fn))],
+                                columns=["case", "method", "fold", "metric", "value"])
+    assert [(p.reason, p.case) for p in pick_failure_cases(fake_metrics, ["M"])] == [
+        ("lowest DSC, largest missed volume", "A"), ("2nd-largest missed volume", "B")]
+    # slices: most missed first, then most false positives
+    sl = error_slices(gt_miss, p_miss)
+    fn_per_slice = (gt_miss & ~p_miss).sum(axis=(1, 2))
+    assert sl[0] == ("most missed", int(np.argmax(fn_per_slice)))
+    assert error_slices(gt_fp, p_fp) == [("most false positives", z_fp)]
+    check_png(out / "fig7_failure_cases.png")
+    text = rep.read_text()
+    assert "## Worst cases (Fig. 7)" in text and "![Fig. 7](fig7_failure_cases.png)" in text
+    assert f"| MfNS_De | lowest DSC | {c_fp} |" in text and f"| MfNS_De | largest missed volume | {c_miss} |" in text
+    assert f"{z_fp} (most false positives)" in text
