@@ -184,3 +184,50 @@ def make_fake_result_set(root: Path, n_cases: int = 6, shape: tuple[int, int, in
     splits_json = ds / "mfns_splits.json"
     write_json_atomic(splits, splits_json)
     return FakeResultSet(ds, gt_dir, pred_dirs, subjects_json, splits_json, cases)
+
+
+def write_fake_training_logs(root: Path, curves: dict[str, list[float]], budget: str = "FAKE",
+                             iterations_per_epoch: int = 50, seed: int = 0) -> dict:
+    """FAKE nnU-Net model folders holding only a training_log_*.txt in nnU-Net's format, one per method, with the
+    given per-epoch pseudo-Dice plus seeded noise; returns the matching provenance["training"] section."""
+    rng = np.random.default_rng(seed)
+    training = {}
+    for method, curve in curves.items():
+        folder = Path(root) / "fake_models" / method / "fold_0"
+        folder.mkdir(parents=True, exist_ok=True)
+        ts = "2026-01-01 00:00:00.000000: "
+        lines = [ts + "FAKE training log written by tests/synthetic_results.py (no network was trained)"]
+        for e, d in enumerate(curve):
+            noisy = float(np.clip(d + rng.normal(0, 0.01), 0, 1))
+            lines += [ts + f"Epoch {e} ", ts + f"Pseudo dice [np.float32({noisy:.4f})] ", ts + "Epoch time: 1.0 s "]
+        (folder / "training_log_2026_1_1_00_00_00.txt").write_text("\n".join(lines) + "\n")
+        training[method] = {"trainer": f"FAKE ({method} is not a trained network)", "configuration": "none",
+                            "budget": budget, "epochs": len(curve), "iterations_per_epoch": iterations_per_epoch,
+                            "checkpoint": "none (FAKE predictions)", "model_folders": [str(folder)]}
+    return training
+
+
+def make_example_report(out: Path, work: Path) -> Path:
+    """docs/example_report: the full report of a FAKE result set (10 cases, seed 2026), with FAKE training logs
+    (one method's curve flat, one still rising) so that the budget header and its warning are shown."""
+    from nnunetv2_mfns.evaluation.report import build_report
+
+    fs = make_fake_result_set(Path(work), n_cases=10, shape=(28, 112, 96), pvs_per_case=(60, 300), seed=2026)
+    plateau = [min(0.7, 0.1 + 0.1 * e) for e in range(20)]
+    rising = [0.03 * e for e in range(20)]
+    training = write_fake_training_logs(Path(work), {"MfNS_De": plateau, "nnUNet_3d": rising, "UNet2D": plateau}, seed=2026)
+    provenance = {"data": "FAKE result set from tests/synthetic_results.py: not a model, not the paper's data",
+                  "command": f"python tests/synthetic_results.py --example-report {out} --work {work}",
+                  "training": training}
+    return build_report(Path(out), fs.gt_dir, fs.pred_dirs, fs.subjects_json, fs.splits_json, provenance=provenance,
+                        compute_hd95=True, seed=0, overwrite=True)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(description="Regenerate the FAKE example report (docs/example_report).")
+    ap.add_argument("--example-report", type=Path, required=True, help="output folder, e.g. docs/example_report")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/mfns_example_fake"), help="where the FAKE inputs go")
+    a = ap.parse_args()
+    print(make_example_report(a.example_report, a.work))
