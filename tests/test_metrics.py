@@ -434,3 +434,24 @@ def test_cli_evaluate_checks_inputs_before_creating_out(folders, capsys):
     (preds["B"] / "PVS_002.nii.gz").write_bytes(b"not a nifti")
     assert main(["--gt", str(gt_dir), "--pred", f"A={preds['A']}", f"B={preds['B']}", "--out", str(out)]) == 2
     assert "cannot be read as an image" in capsys.readouterr().err and not out.exists()
+
+
+def test_cli_lesion_rule_option(folders, capsys):
+    """The old rule is reachable only by name; --min-iou is checked before any work."""
+    from nnunetv2_mfns.cli.evaluate import main
+    import pandas as pd
+    root, gt_dir, preds, arrays = folders
+    allones = root / "allones"
+    allones.mkdir()
+    for c, (g, _, _) in arrays.items():
+        write(np.ones_like(g, dtype=np.uint8), allones / f"{c}.nii.gz")
+    base = ["--gt", str(gt_dir), "--pred", f"X={allones}", "--n-boot", "200"]
+    assert main(base + ["--out", str(root / "new")]) == 0
+    assert main(base + ["--out", str(root / "old"), "--lesion-rule", "any_overlap"]) == 0
+    new, old = (pd.read_csv(root / d / "metrics.csv") for d in ("new", "old"))
+    f1 = lambda m: m.loc[(m["metric"] == "lesion_f1"), "value"]  # noqa: E731
+    assert (f1(new) == 0).all()
+    assert (f1(old).dropna() == 1).any()
+    capsys.readouterr()
+    assert main(base + ["--out", str(root / "bad"), "--min-iou", "1.5"]) == 2
+    assert "--min-iou" in capsys.readouterr().err and not (root / "bad").exists()
