@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from nnunetv2_mfns.errors import MfnsInputError
+
 from .convergence import Convergence, read_convergence
 
 PIPELINE_CHECK_BUDGETS = ("ci", "demo")
@@ -60,7 +62,11 @@ def read_budgets(provenance: dict | None, methods: list[str]) -> tuple[list[Meth
     out = []
     for m in methods:
         entry = training.get(m) if known and isinstance(training.get(m), dict) else None
-        curves = [read_convergence(d) for d in (entry or {}).get("model_folders") or []]
+        folders = (entry or {}).get("model_folders") or []
+        if not isinstance(folders, list) or not all(isinstance(d, str) for d in folders):
+            raise MfnsInputError(f"provenance['training'][{m!r}]['model_folders']: expected a list of folder paths, "
+                                 f"got {folders!r:.80}")
+        curves = [read_convergence(d) for d in folders]
         out.append(MethodBudget(m, entry, curves))
     return out, known
 

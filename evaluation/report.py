@@ -134,6 +134,7 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
         dataset_dir = Path(subjects_json).parent if subjects_json is not None else gt_dir.parent
     check_folders(gt_dir, pred_dirs, allow_missing)
     check_out_dir(out_dir, overwrite, REPORT_FILES)
+    budgets, budget_known = read_budgets(provenance, list(pred_dirs))  # checks provenance["training"] early
 
     # metrics and counts read every input file; out_dir is created only after they succeeded
     metrics = evaluate_folders(gt_dir, pred_dirs, case_to_fold, allow_missing=allow_missing,
@@ -181,7 +182,7 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
                                          lambda case: _load_case(case, gt_dir, pred_files, dataset_dir))
     fig_failure_cases(fail_panels, out_dir / FAILURE_FIGURE, aspect=aspect)
 
-    budgets, budget_known = read_budgets(provenance, methods)
+    budgets = sorted(budgets, key=lambda b: methods.index(b.method) if b.method in methods else len(methods))
     report = out_dir / "report.md"
     report.write_text(report_markdown(
         budgets=budgets, budget_known=budget_known, failure_panels=fail_panels, gt_dir=gt_dir, pred_dirs=pred_dirs, subjects_json=subjects_json, subjects=subjects, splits_json=splits_json,

@@ -226,6 +226,9 @@ def test_report_states_its_budget_and_warns(fake, tmp_path):
     assert not any(line.startswith("> **Warning") for line in flat[:6])
     assert "fold_0: flat (EMA pseudo-Dice 0.500 after 20 epochs; mean pseudo-Dice +0.000" in "\n".join(flat)
 
+    with pytest.raises(MfnsInputError, match=r"provenance\['training'\]\['MfNS_De'\]\['model_folders'\]"):
+        first_lines({"training": {"MfNS_De": {**full_flat, "model_folders": "fold_0"}}}, "bad")
+    assert not (tmp_path / "bad").exists()
     unknown = first_lines(None, "unknown")
     assert unknown[2].startswith("> **Training budget unknown**")
 
