@@ -78,13 +78,20 @@ def test_dry_run_prints_exactly_the_commands(tmp_path, nnunet_dirs, capsys):
         assert linked == sorted(f"{case}_0000.nii.gz" for case in splits["folds"][fold]["test"])
     report = by_tool["mfns-report"][0]
     assert report[report.index("--reference") + 1] == "MfNS_De" and "--allow-missing" in report
+    assert all(c[c.index("-chk") + 1] == "checkpoint_final.pth" for c in by_tool["nnUNetv2_predict"])  # short budget
     # the test checkpoint and TTA are options; best = nnU-Net's checkpoint chosen on the validation group
-    assert main(["--dataset", "990", "--methods", "MfNS_De", "--budget", "ci", "--folds", "1", "--device", "cpu",
+    assert main(["--dataset", "990", "--methods", "MfNS_De", "--budget", "short", "--folds", "1", "--device", "cpu",
                  "--workdir", str(workdir), "--dry-run", "--checkpoint", "best", "--tta"]) == 0
     predict = [shlex.split(line) for line in capsys.readouterr().out.splitlines() if "nnUNetv2_predict" in line]
     assert len(predict) == 1 and "--disable_tta" not in predict[0]
     assert predict[0][predict[0].index("-chk") + 1] == "checkpoint_best.pth"
     assert "predictions_best" in predict[0][predict[0].index("-o") + 1]
+    # --budget full tests checkpoint_best.pth unless told otherwise (issue 11 item 5)
+    for extra, chk in (([], "checkpoint_best.pth"), (["--checkpoint", "final"], "checkpoint_final.pth")):
+        assert main(["--dataset", "990", "--methods", "MfNS_De", "--budget", "full", "--folds", "1", "--device",
+                     "cpu", "--workdir", str(workdir), "--dry-run"] + extra) == 0
+        predict = [shlex.split(line) for line in capsys.readouterr().out.splitlines() if "nnUNetv2_predict" in line]
+        assert predict[0][predict[0].index("-chk") + 1] == chk
     # a dry run does no work
     assert not workdir.exists()
     assert _snapshot(Path(nnunet_dirs["nnUNet_raw"])) == before
@@ -103,6 +110,11 @@ def test_bad_input_fails_before_any_work(tmp_path, nnunet_dirs, monkeypatch, cap
     assert "--budget full" in capsys.readouterr().err
     assert main(base + ["--methods", "MfNS_De", "--folds", "0,7"]) == 2
     assert "--folds" in capsys.readouterr().err
+    # the ci/demo models store no mirroring axes: --tta would silently do nothing, so it is refused
+    for budget in ("ci", "demo"):
+        assert main(base + ["--methods", "MfNS_De", "--tta", "--budget", budget]) == 2
+        err = capsys.readouterr().err
+        assert f"--tta with --budget {budget}" in err and len(err.strip().splitlines()) == 1
 
     # a workdir that belongs to another dataset
     workdir.mkdir()
@@ -351,3 +363,106 @@ def test_killed_mid_training_then_rerun_continues_from_checkpoint(tmp_path):
               if line.rstrip().split(": ")[-1].startswith("Epoch ") and line.split("Epoch ")[1].strip().isdigit()]
     assert epochs and epochs[0] >= 1, epochs
     assert (workdir / "report" / "report.md").is_file()
+
+
+def test_help_states_the_test_checkpoint_defaults():
+    from nnunetv2_mfns.cli.compare import build_parser
+    text = " ".join(build_parser().format_help().split())
+    assert "checkpoint_best.pth, chosen on the fold's validation group; the default with --budget full" in text
+    assert "Refused with --budget ci/demo" in text
+
+
+def test_split_digest_bookkeeping(tmp_path):
+    """Unit level: which models and prediction folders count as made for the current fold lists."""
+    from nnunetv2_mfns.orchestration.digests import (DIGEST_FILE, model_mismatch, move_aside, predictions_current,
+                                                     reset_prediction_dir, split_digest, write_model_digest)
+    lists = {"train": ["a", "b"], "val": ["c"], "test": ["d"]}
+    other = {"train": ["a", "d"], "val": ["c"], "test": ["b"]}
+    digest = split_digest(lists)
+    assert digest == split_digest({k: v[::-1] for k, v in lists.items()}) != split_digest(other)
+    folder = tmp_path / "Trainer__nnUNetPlans__2d" / "fold_0"
+    folder.mkdir(parents=True)
+    assert model_mismatch(folder, digest) is None  # no model yet: nothing to distrust
+    (folder / "checkpoint_final.pth").write_bytes(b"x")
+    assert "without mfns_split_digest.json" in model_mismatch(folder, digest)  # a model of unknown split
+    doc = write_model_digest(folder, lists, digest, 0, "Trainer", "2d")
+    assert model_mismatch(folder, digest) is None and json.loads((folder / DIGEST_FILE).read_text())["test"] == ["d"]
+    assert write_model_digest(folder, lists, digest, 0, "Trainer", "2d")["training_id"] == doc["training_id"]
+    assert "other fold lists" in model_mismatch(folder, split_digest(other))
+    pred = tmp_path / "pred" / "fold_0"
+    assert not predictions_current(pred, doc, "checkpoint_final.pth")
+    pred.mkdir(parents=True)
+    (pred / "old_case.nii.gz").write_bytes(b"x")
+    reset_prediction_dir(pred, doc, folder, "checkpoint_final.pth")
+    assert sorted(p.name for p in pred.iterdir()) == [DIGEST_FILE]  # cases of an older split are gone
+    assert predictions_current(pred, doc, "checkpoint_final.pth")
+    assert not predictions_current(pred, doc, "checkpoint_best.pth")
+    assert not predictions_current(pred, dict(doc, training_id="retrained"), "checkpoint_final.pth")
+    moved = move_aside(folder)
+    assert not folder.exists() and (moved / "checkpoint_final.pth").is_file()
+    # nnU-Net's fold auto-detection lists the trainer folder's subfolders named fold_*: the stale copy is not one
+    assert moved.parent.parent == folder.parent and not moved.parent.name.startswith("fold_")
+
+
+def test_changed_cohort_retrains_instead_of_reusing_the_model(tmp_path):
+    """Issue 11 item 2: after mfns-make-splits --overwrite on a changed cohort (same seed), a rerun must not
+    reuse the model trained on the old fold lists, nor its predictions."""
+    from nnunetv2_mfns.orchestration.digests import DIGEST_FILE, split_digest
+
+    env = nnunet_env(tmp_path)
+    workdir = tmp_path / "work"
+    cmd = [str(BIN / "mfns-compare"), "--phantom", "--n-subjects", "5", "--profile", "demo", "--seed", "5",
+           "--methods", "MfNS_De", "--budget", "ci", "--folds", "0", "--device", "cpu", "--workdir", str(workdir)]
+
+    def compare(log_name):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        (tmp_path / log_name).write_text(proc.stdout + "\n---stderr---\n" + proc.stderr)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return proc
+
+    compare("run1.log")
+    raw = Path(env["nnUNet_raw"]) / "Dataset501_PVSPhantom"
+    model = (Path(env["nnUNet_results"]) / "Dataset501_PVSPhantom" / "nnUNetTrainerMfNSDe_ci__nnUNetPlans__2d"
+             / "fold_0")
+    pred = workdir / "predictions" / "MfNS_De" / "fold_0"
+    old = json.loads((raw / "mfns_splits.json").read_text())["folds"][0]
+    old_digest = json.loads((model / DIGEST_FILE).read_text())
+    assert old_digest["test"] == old["test"] and old_digest["train"] == sorted(old["train"])
+    assert json.loads((pred / DIGEST_FILE).read_text())["training_id"] == old_digest["training_id"]
+
+    # the cohort changes (ages corrected), the user remakes the splits with the same seed
+    doc = json.loads((raw / "subjects.json").read_text())
+    cases = sorted(doc["subjects"])
+    ages = [doc["subjects"][c]["age"] for c in cases]
+    for c, a in zip(cases, ages[1:] + ages[:1]):
+        doc["subjects"][c]["age"] = a
+    (raw / "subjects.json").write_text(json.dumps(doc))
+    remake = subprocess.run([str(BIN / "mfns-make-splits"), "-d", "501", "--seed", "5", "--overwrite"], env=env,
+                            capture_output=True, text=True)
+    assert remake.returncode == 0, remake.stderr
+    new = json.loads((raw / "mfns_splits.json").read_text())["folds"][0]
+    assert (new["train"], new["val"], new["test"]) != (old["train"], old["val"], old["test"])  # precondition
+    old_final = (model / "checkpoint_final.pth").stat().st_mtime_ns
+
+    second = compare("run2.log")
+    steps = {s["name"]: s for s in _run_steps(workdir)}
+    train = steps["train_MfNS_De_fold0"]
+    assert "skipped" not in train and train["returncode"] == 0, "the model of the old fold lists was reused"
+    assert "--c" not in shlex.split(train["command"])  # trained afresh, not continued from the old weights
+    assert "other fold lists" in second.stdout and "stale_MfNS_De_fold0" in steps
+    stale = Path(steps["stale_MfNS_De_fold0"]["moved_to"])
+    assert stale.parent.name == "mfns_stale" and (stale / "checkpoint_final.pth").stat().st_mtime_ns == old_final
+    new_digest = json.loads((model / DIGEST_FILE).read_text())
+    assert new_digest["digest"] == split_digest(new) and new_digest["test"] == sorted(new["test"])
+    assert steps["predict_MfNS_De_fold0"]["returncode"] == 0
+    assert sorted(p.name for p in pred.glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in new["test"])
+    assert json.loads((pred / DIGEST_FILE).read_text())["training_id"] == new_digest["training_id"]
+    prov = json.loads((workdir / "provenance.json").read_text())["training"]["MfNS_De"]
+    assert prov == {"trainer": "nnUNetTrainerMfNSDe_ci", "configuration": "2d", "budget": "ci", "epochs": 1,
+                    "iterations_per_epoch": 2, "checkpoint": "checkpoint_final.pth", "model_folders": [str(model)],
+                    "test_time_augmentation": "off (--disable_tta)", "split_digests": {"0": new_digest["digest"]}}
+
+    # a third call with unchanged lists reuses both
+    compare("run3.log")
+    steps = {s["name"]: s for s in _run_steps(workdir)}
+    assert "skipped" in steps["train_MfNS_De_fold0"] and "skipped" in steps["predict_MfNS_De_fold0"]

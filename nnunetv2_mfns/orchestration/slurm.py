@@ -12,7 +12,8 @@ import shlex
 from pathlib import Path
 
 from nnunetv2_mfns.errors import MfnsInputError
-from nnunetv2_mfns.orchestration.pipeline import CPU_ENV_DEFAULTS, NNUNET_DIRS, Pipeline, exe
+from nnunetv2_mfns.orchestration.config import CPU_ENV_DEFAULTS, NNUNET_DIRS, exe
+from nnunetv2_mfns.orchestration.pipeline import Pipeline
 
 
 def _script(job: str, pipe: Pipeline, body: list[str], headers: list[str], gpu: bool) -> str:

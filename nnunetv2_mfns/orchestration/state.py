@@ -6,16 +6,14 @@ atomically after every change, so a killed run leaves a readable file.
 """
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
-from nnunetv2_mfns.errors import MfnsInputError
+from nnunetv2_mfns.errors import MfnsInputError, read_json_file
+from nnunetv2_mfns.jsonio import write_json_atomic
 
 STATE_FILE = "mfns_compare_state.json"
 SCHEMA = "nnunetv2_mfns.compare_state/1"
@@ -77,6 +75,12 @@ class CompareState:
             self.doc["steps"].append(dict(step, skipped=reason, at=utc_now()))
             self._save()
 
+    def note_step(self, step: dict, reason: str) -> None:
+        """Records an action of mfns-compare itself (e.g. a stale model moved aside) with its reason."""
+        with self._lock:
+            self.doc["steps"].append(dict(step, reason=reason, at=utc_now()))
+            self._save()
+
     def steps(self, **match: Any) -> list[dict]:
         return [s for s in self.doc["steps"] if all(s.get(k) == v for k, v in match.items())]
 
@@ -88,16 +92,7 @@ class CompareState:
     def _save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         doc = {**self.doc, "steps": [{k: v for k, v in s.items() if not k.startswith("_")} for s in self.doc["steps"]]}
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f, indent=1)
-                f.write("\n")
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        write_json_atomic(doc, self.path, indent=1)
 
 
 def read_state(path: Path) -> Optional[dict]:
@@ -105,10 +100,7 @@ def read_state(path: Path) -> Optional[dict]:
     path = Path(path)
     if not path.is_file():
         return None
-    try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MfnsInputError(f"{path}: not valid JSON ({e}); remove it or use another --workdir") from None
+    doc = read_json_file(path)
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise MfnsInputError(f"{path}: not an mfns-compare state file (schema {SCHEMA} expected)")
     return doc
