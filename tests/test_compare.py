@@ -466,3 +466,24 @@ def test_changed_cohort_retrains_instead_of_reusing_the_model(tmp_path):
     compare("run3.log")
     steps = {s["name"]: s for s in _run_steps(workdir)}
     assert "skipped" in steps["train_MfNS_De_fold0"] and "skipped" in steps["predict_MfNS_De_fold0"]
+
+
+def test_tta_follows_what_the_model_stores(tmp_path):
+    """Issue 11 item 6: nnUNetv2_predict mirrors only over the axes stored with the model. A model that stores
+    none (any trainer, whatever the budget) makes --tta refused before predicting, and provenance reports
+    the mirroring that actually ran."""
+    from nnunetv2_mfns.orchestration.methods import Method
+    from nnunetv2_mfns.orchestration.provenance import check_tta_possible, mirroring_axes, tta_description
+
+    m = Method("X", "2d", "nnUNetTrainerX", "nnUNetTrainerX")
+    fold = tmp_path / "fold_0"
+    fold.mkdir()
+    (fold / "debug.json").write_text(json.dumps({"inference_allowed_mirroring_axes": "None", "num_epochs": "3"}))
+    why = check_tta_possible(fold, m)
+    assert why and str(fold / "debug.json") in why and "nnUNetTrainerX" in why
+    assert tta_description(True, {mirroring_axes(json.loads((fold / "debug.json").read_text()))}).startswith(
+        "requested, but the model stores no mirroring axes")
+    (fold / "debug.json").write_text(json.dumps({"inference_allowed_mirroring_axes": "(0, 1)"}))
+    assert check_tta_possible(fold, m) is None
+    assert tta_description(True, {(0, 1)}) == "on: mirroring over axes (0, 1) (stored in the checkpoint)"
+    assert tta_description(False, {(0, 1)}) == "off (--disable_tta)"

@@ -61,12 +61,9 @@ def split_digest(lists: dict[str, list[str]]) -> str:
 
 def read_digest(folder: Path) -> Optional[dict]:
     """The digest record of a model or prediction folder; None when absent or unreadable (treated as unknown)."""
-    f = Path(folder) / DIGEST_FILE
-    if not f.is_file():
-        return None
     try:
-        doc = json.loads(f.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        doc = read_json_file(Path(folder) / DIGEST_FILE)
+    except MfnsInputError:
         return None
     return doc if isinstance(doc, dict) and doc.get("schema") == SCHEMA else None
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata as md
-import json
 import os
 import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from nnunetv2_mfns.errors import MfnsInputError, read_json_file
 from nnunetv2_mfns.orchestration.methods import Method
 
 if TYPE_CHECKING:  # the pipeline imports this module
@@ -23,10 +23,9 @@ if TYPE_CHECKING:  # the pipeline imports this module
 
 def trainer_record(model_folder: Path) -> Optional[dict]:
     """nnU-Net's debug.json of a fold folder, or None when it is absent or unreadable."""
-    f = Path(model_folder) / "debug.json"
     try:
-        doc = json.loads(f.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        doc = read_json_file(Path(model_folder) / "debug.json")
+    except MfnsInputError:
         return None
     return doc if isinstance(doc, dict) else None
 
