@@ -2,12 +2,12 @@
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_mfns.trainers.budgets import BUDGETS, make_budget_variant
-from nnunetv2_mfns.trainers.comparators import nnUNetTrainerUNet2D_PaperRecipe
+from nnunetv2_mfns.trainers.comparators import nnUNetTrainerIAANet, nnUNetTrainerUNet2D_PaperRecipe
 from nnunetv2_mfns.trainers.nnUNetTrainerMfNSDe import nnUNetTrainerMfNSDe
 from nnunetv2_mfns.trainers.variants import (nnUNetTrainerMfNSDe_50epochs, nnUNetTrainerMfNSDe_AreaHF,
                                              nnUNetTrainerMfNSDe_NoAttention, nnUNetTrainerMfNSDe_NoDS,
                                              nnUNetTrainerMfNSDe_NoHF, nnUNetTrainerMfNSDe_nnUNetRecipe)
-from nnunetv2_mfns.trainers.variants_network import (nnUNetTrainerMfNSDe_CoarseAttention,
+from nnunetv2_mfns.trainers.variants_network import (nnUNetTrainerMfNSDe_CoarseAttention, nnUNetTrainerMfNSDe_Fast,
                                                      nnUNetTrainerMfNSDe_NeutralAttInit, nnUNetTrainerMfNSDe_ResCBAM,
                                                      nnUNetTrainerMfNSDe_ResCBAMNeutral)
 
@@ -15,7 +15,8 @@ BASE_TRAINERS = [nnUNetTrainerMfNSDe, nnUNetTrainerMfNSDe_50epochs, nnUNetTraine
                  nnUNetTrainerMfNSDe_AreaHF, nnUNetTrainerMfNSDe_NoAttention, nnUNetTrainerMfNSDe_NoDS,
                  nnUNetTrainerMfNSDe_nnUNetRecipe, nnUNetTrainerUNet2D_PaperRecipe,
                  nnUNetTrainerMfNSDe_ResCBAM, nnUNetTrainerMfNSDe_NeutralAttInit, nnUNetTrainerMfNSDe_ResCBAMNeutral,
-                 nnUNetTrainerMfNSDe_CoarseAttention]
+                 nnUNetTrainerMfNSDe_Fast,
+                 nnUNetTrainerMfNSDe_CoarseAttention, nnUNetTrainerIAANet]
 
 __all__ = [c.__name__ for c in BASE_TRAINERS] + ["BUDGETS"]
 

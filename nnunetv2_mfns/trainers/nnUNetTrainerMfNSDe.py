@@ -15,41 +15,16 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
+from nnunetv2_mfns.trainers.network_from_plans import plain_conv_arch_kwargs
 from nnunetv2_mfns.trainers.paper_recipe import nnUNetTrainerPaperRecipe
 
 MFNS_DE_CLASS = "nnunetv2_mfns.architectures.mfns_de.MfNSDe"
-# constructor arguments of PlainConvUNet that the plans must provide for MfNS_De to honour them
-REQUIRED_ARCH_KWARGS = ("n_stages", "features_per_stage", "conv_op", "kernel_sizes", "strides")
 
 
 def mfns_de_arch_kwargs(configuration_manager: ConfigurationManager) -> Tuple[dict, Tuple[str, ...]]:
-    """The plans' architecture kwargs mapped onto MfNS_De's PlainConvUNet-like constructor.
-
-    Raises ValueError (at trainer construction, not in the first forward pass) when the configuration
-    cannot drive MfNS_De, e.g. a plan for an architecture without per-stage conv counts and strides.
-    """
-    kwargs = dict(configuration_manager.network_arch_init_kwargs)
-    req_import = tuple(configuration_manager.network_arch_init_kwargs_req_import)
-    missing = [k for k in REQUIRED_ARCH_KWARGS if k not in kwargs]
-    if missing:
-        raise ValueError(f"MfNS_De cannot be built from configuration '{configuration_manager.configuration}' "
-                         f"of architecture {configuration_manager.network_arch_class_name}: its plan lacks "
-                         f"{missing}. Use a plan made by nnU-Net's default planner (PlainConvUNet).")
-    if "n_conv_per_stage" not in kwargs:
-        if "n_blocks_per_stage" in kwargs:  # residual-encoder plans: keep the encoder depth they ask for
-            kwargs["n_conv_per_stage"] = kwargs.pop("n_blocks_per_stage")
-        else:
-            raise ValueError("MfNS_De needs 'n_conv_per_stage' (or 'n_blocks_per_stage') in the plan")
-    kwargs.setdefault("n_conv_per_stage_decoder", kwargs["n_conv_per_stage"][:-1])
-    allowed = {"n_stages", "features_per_stage", "conv_op", "kernel_sizes", "strides", "n_conv_per_stage",
-               "n_conv_per_stage_decoder", "conv_bias", "norm_op", "norm_op_kwargs", "dropout_op",
-               "dropout_op_kwargs", "nonlin", "nonlin_kwargs"}
-    kwargs = {k: v for k, v in kwargs.items() if k in allowed}
-    req_import = tuple(k for k in req_import if k in kwargs)
-    conv_op = str(kwargs["conv_op"])
-    if not conv_op.endswith("Conv2d") and not conv_op.endswith("Conv3d"):
-        raise ValueError(f"MfNS_De supports Conv2d (and Conv3d) plans, the plan asks for {conv_op}")
-    return kwargs, req_import
+    """The plans' architecture kwargs mapped onto MfNS_De's PlainConvUNet-like constructor (2d or 3d plans).
+    Raises ValueError at trainer construction when the configuration cannot drive MfNS_De."""
+    return plain_conv_arch_kwargs(configuration_manager, "MfNS_De", ("Conv2d", "Conv3d"))
 
 
 def mfns_de_ds_scales(strides: List, n_stages: int, max_nested_stages: int) -> List[List[float]]:

@@ -105,8 +105,16 @@ class nnUNetTrainerPaperRecipe(nnUNetTrainer):
         return loss
 
     # ---- optimisation: Adagrad, lr 0.05, cosine to 1e-5 -------------------------------------------------
+    def optimizer_param_groups(self) -> List[dict]:
+        """Parameter groups for the optimiser; a group's optional `lr_scale` multiplies the recipe's learning
+        rate at every epoch (CosineAnnealingLRScheduler). One group, scale 1, unless a network needs otherwise."""
+        return [{"params": list(self.network.parameters()), "lr_scale": 1.0}]
+
     def configure_optimizers(self):
-        optimizer = torch.optim.Adagrad(self.network.parameters(), lr=self.initial_lr, weight_decay=self.weight_decay)
+        groups = self.optimizer_param_groups()
+        for group in groups:
+            group["lr"] = self.initial_lr * group.get("lr_scale", 1.0)
+        optimizer = torch.optim.Adagrad(groups, lr=self.initial_lr, weight_decay=self.weight_decay)
         horizon = self.lr_schedule_epochs if self.lr_schedule_epochs is not None else self.num_epochs
         lr_scheduler = CosineAnnealingLRScheduler(optimizer, self.initial_lr, horizon, self.min_lr)
         return optimizer, lr_scheduler

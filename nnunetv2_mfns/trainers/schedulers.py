@@ -27,7 +27,8 @@ class CosineAnnealingLRScheduler(_LRScheduler):
         progress = min(current_step, self.max_steps) / self.max_steps
         new_lr = self.min_lr + 0.5 * (self.initial_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
         for param_group in self.optimizer.param_groups:
-            param_group['lr'] = new_lr
+            # a group may run at a fixed fraction of the schedule (e.g. IAANet's transformer)
+            param_group['lr'] = new_lr * param_group.get('lr_scale', 1.0)
         self._last_lr = [group['lr'] for group in self.optimizer.param_groups]
 
     def get_last_lr(self):
