@@ -81,14 +81,14 @@ def check_lesion_rule(lesion_rule: str, min_iou: float) -> None:
         raise MfnsInputError(f"min_iou: must be in (0, 1], got {min_iou}")
 
 
-def _overlap_pairs(gt_lab: np.ndarray, n_gt: int, pred_lab: np.ndarray, n_pred: int
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(true label, pred label, overlapping voxels) for every pair of components that share a voxel."""
-    both = (gt_lab > 0) & (pred_lab > 0)
+def _overlap_pairs(g_fg: np.ndarray, p_at_g: np.ndarray, n_pred: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(true label, pred label, overlapping voxels) for every pair of components that share a voxel, from the true
+    labels of the truth's foreground voxels and the predicted labels at the same voxels."""
+    both = p_at_g > 0
     if not both.any():
         e = np.zeros(0, np.int64)
         return e, e, e
-    key = gt_lab[both].astype(np.int64) * (n_pred + 1) + pred_lab[both].astype(np.int64)
+    key = g_fg[both].astype(np.int64) * (n_pred + 1) + p_at_g[both].astype(np.int64)
     uniq, inter = np.unique(key, return_counts=True)
     return uniq // (n_pred + 1), uniq % (n_pred + 1), inter
 
@@ -129,7 +129,11 @@ def match_lesions(gt_lab: np.ndarray, n_gt: int, pred_lab: np.ndarray, n_pred: i
                   lesion_rule: str = DEFAULT_LESION_RULE, min_iou: float = DEFAULT_MIN_IOU) -> LesionMatch:
     """Matches labelled true and predicted components (arrays from `metrics.label_components`)."""
     check_lesion_rule(lesion_rule, min_iou)
-    g, p, inter = _overlap_pairs(gt_lab, n_gt, pred_lab, n_pred)
+    # work on the foreground voxels only: PVS masks are sparse, and full-volume passes dominate the cost
+    g_flat, p_flat = gt_lab.ravel(), pred_lab.ravel()
+    g_idx, p_idx = np.flatnonzero(g_flat), np.flatnonzero(p_flat)
+    g_fg = g_flat[g_idx]
+    g, p, inter = _overlap_pairs(g_fg, p_flat[g_idx], n_pred)
     n_merging = int(np.count_nonzero(np.bincount(p, minlength=n_pred + 1)[1:] >= 2)) if g.size else 0
     n_split = int(np.count_nonzero(np.bincount(g, minlength=n_gt + 1)[1:] >= 2)) if g.size else 0
     detected = np.zeros(n_gt + 1, bool)
@@ -138,8 +142,8 @@ def match_lesions(gt_lab: np.ndarray, n_gt: int, pred_lab: np.ndarray, n_pred: i
         return LesionMatch(n_gt, n_pred, int(np.unique(g).size), int(np.unique(p).size), n_merging, n_split,
                            [], detected)
     if g.size:
-        size_g = np.bincount(gt_lab.ravel(), minlength=n_gt + 1)
-        size_p = np.bincount(pred_lab.ravel(), minlength=n_pred + 1)
+        size_g = np.bincount(g_fg, minlength=n_gt + 1)
+        size_p = np.bincount(p_flat[p_idx], minlength=n_pred + 1)
         iou = inter / (size_g[g] + size_p[p] - inter)
         keep = iou >= min_iou
         pairs = _max_weight_matching(g[keep], p[keep], iou[keep], n_gt, n_pred)
