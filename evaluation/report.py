@@ -51,10 +51,16 @@ def write_metric_tables(out_dir: Path, metrics: pd.DataFrame, reference: str = "
     tests = paired_tests(metrics, reference, n_boot=n_boot, seed=seed)
     tests.to_csv(out_dir / "stats.csv", index=False, float_format="%.10g")
     n_cases = metrics["case"].nunique()
+    rule = metrics.attrs.get("lesion_rule") or {}
+    rule_text = (f"Lesion-wise metrics: 3D components ({rule.get('connectivity')}-connectivity), rule "
+                 f"`{rule.get('lesion_rule')}`" + (f" (one-to-one matching on IoU >= {rule.get('min_iou'):g})"
+                                                   if rule.get("lesion_rule") == "one_to_one" else
+                                                   " (old touch rule: merges and splits count as hits)")
+                 + ".\n\n") if rule else ""
     (out_dir / "summary.md").write_text(
         f"# Segmentation metrics (mean ± SD over cases)\n\n{summary_markdown(summary)}\n\n"
         f"n = {n_cases} cases with at least one prediction; undefined ratios (empty truth or prediction) are skipped, "
-        f"see `n` in summary.csv per metric.\n\n"
+        f"see `n` in summary.csv per metric. {rule_text}"
         f"# Paired comparison with {reference} (Wilcoxon signed-rank, paired bootstrap 95% CI, "
         f"{n_boot} resamples, seed {seed})\n\n{stats_markdown(tests)}\n")
     return summary, tests
@@ -114,7 +120,8 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
                  *, overwrite: bool = False, allow_missing: bool = False, compute_hd95: bool = False,
                  connectivity: int = 26, count_connectivity: int = 8, min_size: int = 1, n_boot: int = 10000,
                  seed: int = 0, num_workers: int = 1, dataset_dir: Path | None = None,
-                 lesion_rule: str = DEFAULT_LESION_RULE, min_iou: float = DEFAULT_MIN_IOU) -> Path:
+                 lesion_rule: str = DEFAULT_LESION_RULE, min_iou: float = DEFAULT_MIN_IOU,
+                 auto_slices: bool = False) -> Path:
     """Evaluates every prediction folder and writes the full report into out_dir; returns report.md's path.
 
     subjects_json gives the rating slices, region masks and rater counts (counts are skipped with a note
@@ -122,6 +129,7 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
     figures) unless dataset_dir is given. splits_json (mfns_splits.json) assigns each case to the fold that
     tested it and is checked against prediction folders named `fold_k` (each of their cases must be in fold k's
     test group, else MfnsInputError naming the case and folder). provenance: free-form {name: value} shown in the report (commands, seeds, versions).
+    auto_slices: subjects without rating slices are counted on automatic ones (see counts.count_folders).
     """
     gt_dir = Path(gt_dir)
     subjects = load_subjects(subjects_json) if subjects_json is not None else None
@@ -142,7 +150,7 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
                                lesion_rule=lesion_rule, min_iou=min_iou)
     if subjects is not None:
         counts = count_folders(subjects, dataset_dir, pred_dirs, gt_dir, count_connectivity, min_size,
-                               allow_missing=allow_missing, cases=sorted(set(metrics["case"])))
+                               allow_missing=allow_missing, cases=sorted(set(metrics["case"])), auto_slices=auto_slices)
     else:
         counts = pd.DataFrame(columns=COUNT_COLUMNS)
     out_dir = prepare_out_dir(out_dir, overwrite, REPORT_FILES)

@@ -449,6 +449,8 @@ def test_cli_lesion_rule_option(folders, capsys):
     assert main(base + ["--out", str(root / "new")]) == 0
     assert main(base + ["--out", str(root / "old"), "--lesion-rule", "any_overlap"]) == 0
     new, old = (pd.read_csv(root / d / "metrics.csv") for d in ("new", "old"))
+    assert "rule `one_to_one` (one-to-one matching on IoU >= 0.1)" in (root / "new" / "summary.md").read_text()
+    assert "rule `any_overlap` (old touch rule" in (root / "old" / "summary.md").read_text()
     f1 = lambda m: m.loc[(m["metric"] == "lesion_f1"), "value"]  # noqa: E731
     assert (f1(new) == 0).all()
     assert (f1(old).dropna() == 1).any()
