@@ -261,6 +261,8 @@ SWITCHES = [
     ("res_cbam_neutral", {"node_block": "res_cbam", "attention_init": "neutral"}),
     ("res_cbam_no_attention", {"node_block": "res_cbam", "use_attention": False}),
     ("attention_coarse_rows", {"attention_from_row": 1}),
+    ("fast", {"input_projection": True, "attention_from_row": 1}),
+    ("res_cbam_projection", {"node_block": "res_cbam", "input_projection": True}),
 ]
 
 
@@ -381,3 +383,22 @@ def test_network_variant_trainers_build_their_switch_and_load_strictly():
         inf.load_state_dict(net.state_dict(), strict=True)
     res = NETWORK_VARIANTS[0].build_network_architecture(None, cm, 1, 2, enable_deep_supervision=True)
     assert any(isinstance(m, ResCBAMNode) for m in res.modules())
+
+
+def test_input_projection_makes_first_node_conv_1x1_and_cuts_macs():
+    from torch.utils.flop_counter import FlopCounterMode
+    kw = plan_kwargs(2, [[1, 1], [2, 2], [2, 2], [2, 2]], [8, 16, 32, 32])
+    faithful = build(kw, 1, 2)
+    fast = build(dict(kw, input_projection=True), 1, 2)
+    for net, k in ((faithful, (3, 3)), (fast, (1, 1))):
+        first = net.decoder.nodes[0][2][0].convs[0]
+        assert first.conv.kernel_size == k and first.conv.in_channels == net.decoder.node_in_channels(0, 3)
+        assert net.decoder.nodes[0][2][0].convs[1].conv.kernel_size == (3, 3)
+        assert net.decoder.fusion[0].convs[0].conv.kernel_size == k
+    x = torch.randn(1, 1, 32, 32)
+
+    def macs(net):
+        with FlopCounterMode(display=False) as fc, torch.no_grad():
+            net(x)
+        return fc.get_total_flops()
+    assert macs(fast) < 0.6 * macs(faithful)

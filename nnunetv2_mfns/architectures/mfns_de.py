@@ -128,6 +128,8 @@ class MfNSDe(AbstractDynamicNetworkArchitectures):
             start at ~0.5 instead of saturated); see ``attention``.
         attention_from_row: only nodes of rows >= this carry attention (0 = all; the fusion block counts as
             row 0). 1 = the `fast` variant: no attention at full resolution.
+        input_projection: every nested node's (and the fusion block's) first conv is 1x1 instead of the
+            plan's kernel (the `fast` variant's MAC cut; see ``nested_blocks``). Not the paper's network.
 
     See the module docstring for the layout, the cap and the output sizes.
     """
@@ -161,6 +163,7 @@ class MfNSDe(AbstractDynamicNetworkArchitectures):
         node_block: str = "conv_cbam",
         attention_init: str = "he",
         attention_from_row: int = 0,
+        input_projection: bool = False,
     ) -> None:
         super().__init__()
         conv_op = _resolve_class(conv_op, "conv_op", allow_none=False)
@@ -209,6 +212,7 @@ class MfNSDe(AbstractDynamicNetworkArchitectures):
         self.node_block = node_block
         self.attention_init = attention_init
         self.attention_from_row = int(attention_from_row)
+        self.input_projection = bool(input_projection)
         self.widths = [int(min(f, max_features)) for f in features[: self.n_rows]]
         self.ds_strides = [list(s) for s in strides[: self.n_rows]]
         self.num_classes = int(num_classes)
@@ -228,7 +232,7 @@ class MfNSDe(AbstractDynamicNetworkArchitectures):
         self.decoder = MfNSDeDecoder(self.encoder, self.num_classes, n_conv_per_row, bool(deep_supervision),
                                      self.use_attention, nonlin_first, attention_reduction,
                                      attention_min_hidden, attention_kernel_size, node_block, attention_init,
-                                     int(attention_from_row))
+                                     int(attention_from_row), bool(input_projection))
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
         return self.decoder(self.encoder(x), x.shape[2:])

@@ -17,6 +17,12 @@ Two node types, switched by ``MfNSDe(node_block=...)``:
 
 Both reuse dynamic_network_architectures' ``ConvDropoutNormReLU`` / ``StackedConvBlocks``, so nnU-Net's
 plans (norm, nonlin, dropout, conv bias, kernel sizes) drive them unchanged.
+
+``input_projection=True`` (the `fast` variant of issue 14, not the paper's network): a node's first conv
+is 1x1 instead of the plan's kernel. The first conv reads the whole dense concatenation (up to
+``(L-1) * w + w_below + w_above`` channels), so with 3x3 kernels it holds most of the grid's MACs; as
+1x1 it only mixes the concatenation down to the row width, and the node's remaining convs (the plan's
+kernel) do the spatial work (DenseNet-BC's bottleneck). With ``n_conv == 1`` the node is then 1x1 only.
 """
 from typing import List, Optional, Type, Union
 
@@ -93,18 +99,36 @@ class ResCBAMNode(nn.Module):
         return np.int64(total)
 
 
+def _first_conv_1x1(convs: nn.Sequential, conv_op: Type[_ConvNd], block_kwargs: dict, last_has_nonlin: bool) -> None:
+    """Replace ``convs[0]`` by the same ConvDropoutNormReLU with a 1x1 kernel (same input/output widths)."""
+    first = convs[0]
+    kw = dict(block_kwargs)
+    if not last_has_nonlin and len(convs) == 1:  # a Res-CBAM node's only conv keeps its missing nonlin
+        kw.update(nonlin=None, nonlin_kwargs=None, dropout_op=None, dropout_op_kwargs=None)
+    if "nonlin_first" not in kw:
+        kw["nonlin_first"] = False
+    convs[0] = ConvDropoutNormReLU(conv_op, first.input_channels, first.output_channels, 1, 1, **kw)
+
+
 def make_node(node_block: str, n_conv: int, conv_op: Type[_ConvNd], input_channels: int, output_channels: int,
-              kernel_size: Union[int, List[int]], block_kwargs: dict, attention_kwargs: Optional[dict]) -> nn.Module:
+              kernel_size: Union[int, List[int]], block_kwargs: dict, attention_kwargs: Optional[dict],
+              input_projection: bool = False) -> nn.Module:
     """One nested node or the fusion block. ``attention_kwargs=None``: no attention (no parameters).
 
     ``block_kwargs``: conv_bias, norm_op(+kwargs), dropout_op(+kwargs), nonlin(+kwargs), nonlin_first, as
-    StackedConvBlocks takes them. ``attention_kwargs``: CBAM's keyword arguments.
+    StackedConvBlocks takes them. ``attention_kwargs``: CBAM's keyword arguments. ``input_projection``:
+    first conv 1x1 (module docstring).
     """
     attention = None if attention_kwargs is None else CBAM(conv_op, output_channels, **attention_kwargs)
     if node_block == "conv_cbam":
         conv = StackedConvBlocks(n_conv, conv_op, input_channels, output_channels, kernel_size, 1, **block_kwargs)
+        if input_projection:
+            _first_conv_1x1(conv.convs, conv_op, block_kwargs, last_has_nonlin=True)
         return ConvCBAMNode(conv, attention)
     if node_block == "res_cbam":
         kw = {k: v for k, v in block_kwargs.items() if k != "nonlin_first"}
-        return ResCBAMNode(n_conv, conv_op, input_channels, output_channels, kernel_size, attention=attention, **kw)
+        node = ResCBAMNode(n_conv, conv_op, input_channels, output_channels, kernel_size, attention=attention, **kw)
+        if input_projection:
+            _first_conv_1x1(node.convs, conv_op, kw, last_has_nonlin=False)
+        return node
     raise ValueError(f"MfNSDe: node_block must be one of {NODE_BLOCKS}, got {node_block!r}")

@@ -38,7 +38,7 @@ class MfNSDeDecoder(nn.Module):
     ``set_deep_supervision_enabled`` (which sets ``network.decoder.deep_supervision``) works.
 
     ``attention_from_row``: only nodes of rows >= this carry attention (the fusion block, which works at row
-    0, counts as row 0). ``node_block`` and ``attention_init``: see ``nested_blocks`` and
+    0, counts as row 0). ``input_projection``: every node's first conv is 1x1 (``nested_blocks``). ``node_block`` and ``attention_init``: see ``nested_blocks`` and
     ``attention``.
     """
 
@@ -46,7 +46,7 @@ class MfNSDeDecoder(nn.Module):
                  deep_supervision: bool, use_attention: bool, nonlin_first: bool,
                  attention_reduction: int, attention_min_hidden: int, attention_kernel_size: int,
                  node_block: str = "conv_cbam", attention_init: str = "he",
-                 attention_from_row: int = 0) -> None:
+                 attention_from_row: int = 0, input_projection: bool = False) -> None:
         super().__init__()
         self.deep_supervision = deep_supervision
         self.num_classes = num_classes
@@ -73,7 +73,7 @@ class MfNSDeDecoder(nn.Module):
         def node(in_ch: int, row: int) -> nn.Module:
             att = att_kwargs if row in self.attention_rows else None
             return make_node(node_block, n_conv_per_row[row], self.conv_op, in_ch, w[row], encoder.kernel_sizes[row],
-                             block_kwargs, att)
+                             block_kwargs, att, input_projection)
 
         # nodes[i][j - 1] is X(i, j); row i has columns 1 .. L-1-i
         self.nodes = nn.ModuleList(

@@ -29,5 +29,11 @@ class nnUNetTrainerMfNSDe_CoarseAttention(nnUNetTrainerMfNSDe):
     network_options = {"attention_from_row": 1}
 
 
+class nnUNetTrainerMfNSDe_Fast(nnUNetTrainerMfNSDe):
+    """`fast` variant (issue 14), not the paper's network: every node's first conv 1x1 (it reads the whole dense
+    concatenation, so as 3x3 it holds most of the MACs) and attention only on the coarse rows."""
+    network_options = {"input_projection": True, "attention_from_row": 1}
+
+
 NETWORK_VARIANTS = [nnUNetTrainerMfNSDe_ResCBAM, nnUNetTrainerMfNSDe_NeutralAttInit,
-                    nnUNetTrainerMfNSDe_ResCBAMNeutral, nnUNetTrainerMfNSDe_CoarseAttention]
+                    nnUNetTrainerMfNSDe_ResCBAMNeutral, nnUNetTrainerMfNSDe_CoarseAttention, nnUNetTrainerMfNSDe_Fast]
