@@ -53,7 +53,7 @@ class Convergence:
 
     def describe(self) -> str:
         if self.status == "no log":
-            return "no training log found"
+            return "no finished epoch in a training_log_*.txt there"
         if self.status == "too short":
             return f"{len(self.ema)} epoch(s): too short to judge"
         return (f"{self.status} (EMA pseudo-Dice {self.final_ema:.3f} after {len(self.ema)} epochs; mean pseudo-Dice "
