@@ -457,3 +457,14 @@ def test_cli_lesion_rule_option(folders, capsys):
     capsys.readouterr()
     assert main(base + ["--out", str(root / "bad"), "--min-iou", "1.5"]) == 2
     assert "--min-iou" in capsys.readouterr().err and not (root / "bad").exists()
+
+
+def test_cli_pred_given_twice_keeps_both(folders):
+    """README writes `--pred MfNS_De=a --pred nnUNet_3d=b`: both methods must be evaluated, not only the last."""
+    from nnunetv2_mfns.cli.evaluate import main
+    import pandas as pd
+    root, gt_dir, preds, _ = folders
+    out = root / "twice"
+    assert main(["--gt", str(gt_dir), "--pred", f"A={preds['A']}", "--pred", f"B={preds['B']}", "--out", str(out),
+                 "--reference", "A", "--n-boot", "200"]) == 0
+    assert set(pd.read_csv(out / "metrics.csv")["method"]) == {"A", "B"}

@@ -17,7 +17,7 @@ from nnunetv2_mfns.errors import MfnsInputError, read_json_file
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mfns-counts", description=__doc__.split("\n\n")[0].split(": ", 1)[1])
     p.add_argument("--subjects", required=True, type=Path, help="subjects.json of the dataset")
-    p.add_argument("--pred", nargs="*", default=[], metavar="NAME=DIR", help="prediction folders (repeat a name to join folders, e.g. one per fold)")
+    p.add_argument("--pred", nargs="*", action="extend", default=[], metavar="NAME=DIR", help="prediction folders (repeat a name to join folders, e.g. one per fold)")
     p.add_argument("--gt", type=Path, help="label folder: also count the ground truth")
     p.add_argument("--dataset-dir", type=Path,
                    help="folder the region_masks paths are relative to (default: the folder of subjects.json)")

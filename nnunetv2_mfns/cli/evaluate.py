@@ -17,7 +17,8 @@ from nnunetv2_mfns.errors import MfnsInputError
 def add_common_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments shared by mfns-evaluate and mfns-report."""
     p.add_argument("--gt", required=True, type=Path, help="label folder (e.g. DatasetXXX/labelsTr) with <case>.nii.gz")
-    p.add_argument("--pred", required=True, nargs="+", metavar="NAME=DIR",
+    # extend: "--pred A=a B=b" and "--pred A=a --pred B=b" both keep every folder (plain nargs would keep the last)
+    p.add_argument("--pred", required=True, nargs="+", action="extend", metavar="NAME=DIR",
                    help="nnU-Net prediction folder of each method, e.g. MfNS_De=preds/mfns nnUNet_3d=preds/3d; repeat a "
                         "name to join folders (one per fold: MfNS_De=f0 MfNS_De=f1 ...)")
     p.add_argument("--subjects", type=Path, help="subjects.json (rating slices, region masks, rater counts)")
