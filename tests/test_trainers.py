@@ -149,11 +149,13 @@ def test_unsupported_plan_fails_at_construction():
         nnUNetTrainerMfNSDe(plans, "2d", 0, DATASET_JSON, torch.device("cpu"))
 
 
-def test_overfits_fixed_batch_on_cpu():
+@pytest.mark.parametrize("trainer_name", ["nnUNetTrainerMfNSDe", "nnUNetTrainerTriSegNet"])
+def test_overfits_fixed_batch_on_cpu(trainer_name):
     """A few dozen Adagrad steps on one synthetic batch must lower the Dice loss clearly (this can fail)."""
+    import nnunetv2_mfns.trainers as trainers
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
-    tr = build(nnUNetTrainerMfNSDe, make_plans(4, (48, 48)))
+    tr = build(getattr(trainers, trainer_name), make_plans(4, (48, 48)))
     seg = np.zeros((4, 1, 48, 48), dtype=np.int16)
     for b in range(4):
         for _ in range(8):
@@ -203,9 +205,36 @@ def test_one_shared_recipe_only_the_network_differs():
     from nnunetv2_mfns.trainers.paper_recipe import nnUNetTrainerPaperRecipe
     recipe_hooks = ("configure_optimizers", "_build_loss", "_set_batch_size_and_oversample",
                     "get_training_transforms", "get_validation_transforms")
-    for cls in (nnUNetTrainerMfNSDe, nnUNetTrainerUNet2D_PaperRecipe):
+    from nnunetv2_mfns.trainers import nnUNetTrainerIAANet, nnUNetTrainerTriSegNet
+    for cls in (nnUNetTrainerMfNSDe, nnUNetTrainerUNet2D_PaperRecipe, nnUNetTrainerIAANet, nnUNetTrainerTriSegNet):
         assert issubclass(cls, nnUNetTrainerPaperRecipe)
         for hook in recipe_hooks:  # the recipe is inherited, never redefined per network
             assert all(hook not in vars(k) for k in cls.__mro__[:cls.__mro__.index(nnUNetTrainerPaperRecipe)]), \
                 (cls.__name__, hook)
     assert not issubclass(nnUNetTrainerUNet2D_PaperRecipe, nnUNetTrainerMfNSDe)
+
+
+@pytest.mark.parametrize("n_stages,patch,channels,classes", [(5, (64, 64), 1, 2), (6, (45, 53), 3, 3), (3, (40, 24), 1, 2)])
+def test_trisegnet_trainer_recipe_and_ds_pairing(n_stages, patch, channels, classes):
+    from nnunetv2_mfns.trainers import nnUNetTrainerTriSegNet, nnUNetTrainerTriSegNet_ci
+    from nnunetv2_mfns.trainers.paper_recipe import nnUNetTrainerPaperRecipe
+    dataset_json = dict(DATASET_JSON, channel_names={str(i): f"c{i}" for i in range(channels)},
+                        labels={"background": 0, **{f"l{i}": i for i in range(1, classes)}})
+    tr = nnUNetTrainerTriSegNet(make_plans(n_stages, patch), "2d", 0, dataset_json, torch.device("cpu"))
+    assert isinstance(tr, nnUNetTrainerPaperRecipe)
+    tr._set_batch_size_and_oversample()
+    tr.network = tr.build_network_architecture(tr.plans_manager, tr.configuration_manager, channels, classes, True)
+    tr.optimizer, tr.lr_scheduler = tr.configure_optimizers()
+    tr.loss = tr._build_loss()
+    assert type(tr.network).__name__ == "TriSegNet" and isinstance(tr.optimizer, torch.optim.Adagrad)
+    assert tr.batch_size == 4 and type(tr.loss.loss).__name__ == "MemoryEfficientSoftDiceLoss"
+    scales = tr._get_deep_supervision_scales()
+    assert len(scales) == min(n_stages, 4) == len(tr.loss.weight_factors)
+    targets = tr.get_validation_transforms(scales, foreground_labels=list(range(1, classes)))(
+        image=torch.zeros((channels, *patch)), segmentation=torch.zeros((1, *patch), dtype=torch.int16))["segmentation"]
+    out = tr.network(torch.zeros((1, channels, *patch)))
+    assert [tuple(o.shape[1:]) for o in out] == [(classes, *t.shape[1:]) for t in targets]
+    inference = nnUNetTrainerTriSegNet.build_network_architecture(tr.plans_manager, tr.configuration_manager,
+                                                                  channels, classes, enable_deep_supervision=False)
+    inference.load_state_dict(tr.network.state_dict(), strict=True)
+    assert nnUNetTrainerTriSegNet_ci(make_plans(), "2d", 0, DATASET_JSON, torch.device("cpu")).num_epochs == 1

@@ -2,7 +2,8 @@
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_mfns.trainers.budgets import BUDGETS, make_budget_variant
-from nnunetv2_mfns.trainers.comparators import nnUNetTrainerIAANet, nnUNetTrainerUNet2D_PaperRecipe
+from nnunetv2_mfns.trainers.comparators import (nnUNetTrainerIAANet, nnUNetTrainerTriSegNet,
+                                                nnUNetTrainerUNet2D_PaperRecipe)
 from nnunetv2_mfns.trainers.nnUNetTrainerMfNSDe import nnUNetTrainerMfNSDe
 from nnunetv2_mfns.trainers.variants import (nnUNetTrainerMfNSDe_50epochs, nnUNetTrainerMfNSDe_AreaHF,
                                              nnUNetTrainerMfNSDe_NoAttention, nnUNetTrainerMfNSDe_NoDS,
@@ -16,7 +17,7 @@ BASE_TRAINERS = [nnUNetTrainerMfNSDe, nnUNetTrainerMfNSDe_50epochs, nnUNetTraine
                  nnUNetTrainerMfNSDe_nnUNetRecipe, nnUNetTrainerUNet2D_PaperRecipe,
                  nnUNetTrainerMfNSDe_ResCBAM, nnUNetTrainerMfNSDe_NeutralAttInit, nnUNetTrainerMfNSDe_ResCBAMNeutral,
                  nnUNetTrainerMfNSDe_Fast,
-                 nnUNetTrainerMfNSDe_CoarseAttention, nnUNetTrainerIAANet]
+                 nnUNetTrainerMfNSDe_CoarseAttention, nnUNetTrainerIAANet, nnUNetTrainerTriSegNet]
 
 __all__ = [c.__name__ for c in BASE_TRAINERS] + ["BUDGETS"]
 

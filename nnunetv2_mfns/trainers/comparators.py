@@ -10,6 +10,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from torch import nn
 
 from nnunetv2_mfns.architectures.iaanet import rpn_stages
+from nnunetv2_mfns.architectures.trisegnet import trisegnet_deep_supervision_scales
 from nnunetv2_mfns.trainers.network_from_plans import plain_conv_arch_kwargs
 from nnunetv2_mfns.trainers.paper_recipe import nnUNetTrainerPaperRecipe
 
@@ -61,3 +62,29 @@ class nnUNetTrainerIAANet(nnUNetTrainerPaperRecipe):
             return None
         _, stride = rpn_stages(self.configuration_manager.network_arch_init_kwargs["strides"], self.rpn_stride)
         return [[1.0, 1.0], [1.0 / s for s in stride]]
+
+
+class nnUNetTrainerTriSegNet(nnUNetTrainerPaperRecipe):
+    """TriSegNet (2D re-implementation of chenypic/TriSegNet, `architectures/trisegnet.py`) with the paper's
+    recipe: one DS head per built level (the first `max_stages` plan stages), full resolution first. 2d plans only."""
+    network_class_name = "nnunetv2_mfns.architectures.trisegnet.TriSegNet"
+    max_stages = 4
+
+    def _check_configuration(self) -> None:
+        super()._check_configuration()
+        plain_conv_arch_kwargs(self.configuration_manager, "TriSegNet")
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> nn.Module:
+        kwargs, req_import = plain_conv_arch_kwargs(configuration_manager, "TriSegNet")
+        kwargs["max_stages"] = cls.max_stages
+        return get_network_from_plans(cls.network_class_name, kwargs, req_import, num_input_channels,
+                                      num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)
+
+    def _get_deep_supervision_scales(self):
+        if not self.enable_deep_supervision:
+            return None
+        kwargs = self.configuration_manager.network_arch_init_kwargs
+        return trisegnet_deep_supervision_scales(kwargs["strides"], kwargs["n_stages"], self.max_stages)
