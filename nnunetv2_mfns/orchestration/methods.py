@@ -20,6 +20,8 @@ NAMED_METHODS: dict[str, tuple[str, str]] = {
     "nnUNet_3d": ("3d_fullres", "nnUNetTrainer"),
     "nnUNet_2d": ("2d", "nnUNetTrainer"),
     "UNet2D": ("2d", "nnUNetTrainerUNet2D_PaperRecipe"),
+    "IAANet": ("2d", "nnUNetTrainerIAANet"),
+    "TriSegNet": ("2d", "nnUNetTrainerTriSegNet"),
 }
 BUDGET_CHOICES = ("ci", "demo", "short", "full")
 CONFIGURATIONS = ("2d", "3d_fullres")
