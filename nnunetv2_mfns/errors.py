@@ -11,6 +11,8 @@ def read_json_file(path, missing_hint: str = ""):
     from pathlib import Path
 
     path = Path(path)
+    if path.is_dir():
+        raise MfnsInputError(f"{path}: is a directory, expected a JSON file")
     if not path.is_file():
         raise MfnsInputError(f"{path}: not found{'; ' + missing_hint if missing_hint else ''}")
     try:
