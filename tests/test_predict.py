@@ -345,3 +345,29 @@ def test_predict_bids_export_layout_manual_slices(tiny_model, phantom_scans, tmp
     assert summary["rating_info"]["slice_source"] == {"BG": "manual", "CSO": "manual"}
     stats = pd.read_csv(out / "stats.csv")
     assert stats.loc[0, "BG_protocol_slice"] == 3 and stats.loc[0, "CSO_protocol_slice"] == 20
+
+
+def test_failed_registration_leaves_nothing(tmp_path, capsys, monkeypatch):
+    """The first scan's regions are already written (to the hidden temporary folder) when the second scan's
+    registration fails: the run stops with one line naming that file, before predicting, and leaves no OUT."""
+    from nnunetv2_mfns.evaluation import rating_slices
+    model = _fake_model(tmp_path / "res")
+    a = _write_img(_img(), tmp_path / "in" / "a.nii.gz")
+    b = _write_img(_img(), tmp_path / "in" / "b.nii.gz")
+    shape = (8, 20, 20)
+
+    def fake_locate(image, *, manual_slices=None, deformable=False, seed=0, source=None):
+        if source == str(b):
+            raise MfnsInputError(f"{source}: registration to MNI152 failed (correlation 0.10 < 0.5)")
+        ones = np.ones(shape, np.uint8)
+        return rating_slices.RatingSliceResult(
+            bg_slice=2, cso_slice=5, slice_source={"BG": "automatic", "CSO": "automatic"},
+            regions={k: ones for k in ("BG", "CSO", "WM", "brain")}, hemisphere=ones, ventricle_top_slice=3,
+            registration={"ok": True}, automatic_slices={"BG": 2, "CSO": 5})
+
+    monkeypatch.setattr(rating_slices, "locate_rating_slices", fake_locate)
+    out = tmp_path / "out"
+    rc = main([str(tmp_path / "in"), "-o", str(out), "-m", str(model), "-device", "cpu"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # progress bars come before it on stderr
+    assert rc == 2 and err == f"error: {b}: registration to MNI152 failed (correlation 0.10 < 0.5)"
+    assert not out.exists()
