@@ -130,13 +130,16 @@ def _load_regions(subject: dict, dataset_dir: Path, geom) -> dict[str, np.ndarra
 
 def count_folders(subjects: dict, dataset_dir: Path, pred_dirs: dict[str, Path | list[Path]], gt_dir: Path | None = None,
                   connectivity: int = 8, min_size: int = 1, allow_missing: bool = False,
-                  cases: list[str] | None = None, rating_slices: dict[str, dict[str, int]] | None = None) -> pd.DataFrame:
+                  cases: list[str] | None = None, rating_slices: dict[str, dict[str, int]] | None = None,
+                  auto_slices: bool = False) -> pd.DataFrame:
     """Rating-slice counts of the truth (if gt_dir), each method and each rater, as a tidy DataFrame.
 
     Columns: case, source (truth / method name / rater name), kind (truth, method, rater), region, side
     (total, left, right; raters only have total), count. Only subjects with rating_slices are counted;
     `cases` restricts them further. rating_slices ({case: {region: index}}) replaces subjects.json's indices for
-    the cases it names. A missing prediction file is an error unless allow_missing.
+    the cases it names. A missing prediction file is an error unless allow_missing. auto_slices: a subject without
+    rating slices gets automatic ones and automatic BG/CSO regions (`rating_slices.automatic_slices_for_case`,
+    from its T2w scan; region masks given in subjects.json still win); without a scan it is skipped with a warning.
     """
     structure_2d(connectivity)
     rating_slices = rating_slices or {}
@@ -150,6 +153,12 @@ def count_folders(subjects: dict, dataset_dir: Path, pred_dirs: dict[str, Path |
             continue
         if case in rating_slices:
             subj = {**subj, "rating_slices": rating_slices[case]}
+        auto_regions = {}
+        if not subj.get("rating_slices") and auto_slices:
+            from .rating_slices import automatic_slices_for_case  # lazy: pulls in the registration stack
+            found = automatic_slices_for_case(case, subj, dataset_dir)
+            if found is not None:
+                subj, auto_regions = {**subj, "rating_slices": found[0]}, found[1]
         if not subj.get("rating_slices"):
             continue
         files = {}
@@ -167,7 +176,7 @@ def count_folders(subjects: dict, dataset_dir: Path, pred_dirs: dict[str, Path |
             arr, geom = read_binary_mask(p, role="label" if kind == "truth" else "prediction")
             if geom0 is None:
                 geom0 = geom
-                regions = _load_regions(subj, dataset_dir, geom)
+                regions = {**auto_regions, **_load_regions(subj, dataset_dir, geom)}
             elif not same_geometry(geom, geom0):
                 raise MfnsInputError(f"{p}: geometry differs from the other masks of case {case} "
                                      f"({describe_geometry_difference(geom, geom0)})")

@@ -231,3 +231,37 @@ def write_region_masks(result: RatingSliceResult, reference: sitk.Image, out_dir
             raise
         paths[name] = path
     return paths
+
+
+def find_case_image(case: str, subject: dict, dataset_dir: str | Path) -> Path | None:
+    """The T2w scan of a dataset case: imagesTr/ or imagesTs/<case>_0000.nii.gz, else subjects.json's
+    `source.t2w`; None if there is none."""
+    for sub in ("imagesTr", "imagesTs"):
+        p = Path(dataset_dir) / sub / f"{case}_0000.nii.gz"
+        if p.is_file():
+            return p
+    src = subject.get("source") if isinstance(subject.get("source"), dict) else {}
+    if src.get("t2w") and Path(src["t2w"]).is_file():
+        return Path(src["t2w"])
+    return None
+
+
+def automatic_slices_for_case(case: str, subject: dict, dataset_dir: str | Path,
+                              seed: int = 0) -> tuple[dict[str, int], dict[str, np.ndarray]] | None:
+    """Rating slices {"BG", "CSO"} and region masks of a case that subjects.json gives none for.
+
+    Returns None (with a warning naming the case and the reason) when the case has no T2w scan or the
+    scan cannot be rated automatically, so the caller skips it as it skips any unrated case."""
+    path = find_case_image(case, subject, dataset_dir)
+    if path is None:
+        logger.warning("%s: no rating slices in subjects.json and no T2w scan (imagesTr/imagesTs/%s_0000.nii.gz or "
+                       "source.t2w) to find them: not counted", case, case)
+        return None
+    try:
+        res = locate_rating_slices(path, seed=seed, source=str(path))
+    except MfnsInputError as e:
+        logger.warning("%s: no rating slices in subjects.json and the automatic ones failed (%s): not counted", case, e)
+        return None
+    logger.info("%s: no rating slices in subjects.json; automatic BG %d, CSO %d (registration NCC %.3f, seed %d)",
+                case, res.bg_slice, res.cso_slice, res.registration["ncc_after"], seed)
+    return {"BG": res.bg_slice, "CSO": res.cso_slice}, {"BG": res.regions["BG"], "CSO": res.regions["CSO"]}

@@ -146,3 +146,36 @@ def test_failed_registration_is_an_error():
     img = sitk.AdditiveGaussianNoise(_blank(size=(60, 60, 40)), 100.0, 500.0, 3)
     with pytest.raises(MfnsInputError, match=r"^noise\.nii\.gz: (registration to MNI152 failed|no brain in view)"):
         locate_rating_slices(img, source="noise.nii.gz", seed=0)
+
+
+def test_counts_use_automatic_slices_when_subjects_json_has_none(subject, located, tmp_path, monkeypatch, caplog):
+    """issue 13 item 6: count_folders (mfns-counts, mfns-report) finds the slices of an unrated subject."""
+    from nnunetv2_mfns.evaluation import rating_slices as rs_mod
+    from nnunetv2_mfns.evaluation.counts import count_folders, count_slice
+
+    img, _, _ = subject
+    res, _ = located
+    auto = rs_mod.RatingSliceResult(**{**res.__dict__, "bg_slice": res.automatic_slices["BG"],
+                                       "slice_source": {"BG": "automatic", "CSO": "automatic"}})
+    calls = []
+    # the registration itself is tested above; here only the wiring, so reuse its result
+    monkeypatch.setattr(rs_mod, "locate_rating_slices", lambda path, **kw: calls.append(path) or auto)
+    (tmp_path / "imagesTr").mkdir()
+    (tmp_path / "labels").mkdir()
+    sitk.WriteImage(img, str(tmp_path / "imagesTr" / "PVS_002_0000.nii.gz"))
+    rng = np.random.default_rng(0)
+    lab = (rng.random(tuple(img.GetSize()[::-1])) > 0.97).astype(np.uint8)
+    lab_img = sitk.GetImageFromArray(lab)
+    lab_img.CopyInformation(img)
+    for case in ("PVS_002", "PVS_003"):
+        sitk.WriteImage(lab_img, str(tmp_path / "labels" / f"{case}.nii.gz"))
+    subjects = {"subjects": {"PVS_002": {"subject": "a"}, "PVS_003": {"subject": "b"}}}  # PVS_003: no scan
+    assert count_folders(subjects, tmp_path, {}, tmp_path / "labels").empty  # default: unrated -> skipped
+    with caplog.at_level("WARNING"):
+        df = count_folders(subjects, tmp_path, {}, tmp_path / "labels", auto_slices=True)
+    assert calls == [tmp_path / "imagesTr" / "PVS_002_0000.nii.gz"]
+    assert "PVS_003: no rating slices in subjects.json and no T2w scan" in caplog.text
+    assert set(df["case"]) == {"PVS_002"}
+    for region, idx in (("BG", auto.bg_slice), ("CSO", auto.cso_slice)):
+        got = df[(df.region == region) & (df.side == "total")]["count"].item()
+        assert got == count_slice(lab[idx], auto.regions[region][idx])["total"]

@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder the region_masks paths are relative to (default: the folder of subjects.json)")
     p.add_argument("--rating-slices", type=Path,
                    help="JSON {case: {\"BG\": index, \"CSO\": index}} replacing subjects.json's indices for those cases")
+    p.add_argument("--no-auto-slices", action="store_true",
+                   help="skip subjects without rating slices instead of finding them automatically from their T2w scan "
+                        "(MNI152 registration, ~30 s per subject; default: find them)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--connectivity", type=int, default=8, choices=(4, 8), help="2D connectivity (default 8)")
     p.add_argument("--min-size", type=int, default=1, help="smallest counted component in pixels (default 1)")
@@ -61,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         check_out_dir(args.out, args.overwrite, COUNT_FILES)
         counts = count_folders(subjects, args.dataset_dir or args.subjects.parent, pred_dirs, args.gt,
                                args.connectivity, args.min_size, allow_missing=args.allow_missing,
-                               rating_slices=overrides)
+                               rating_slices=overrides, auto_slices=not args.no_auto_slices)
         if counts.empty:
             raise MfnsInputError(f"{args.subjects}: no subject has rating slices (and none given with --rating-slices)")
         # --out is created only now that every input has been read: a refused run leaves no folder behind

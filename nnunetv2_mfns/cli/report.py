@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset-dir", type=Path,
                    help="dataset folder with regions/ and imagesTr/ (default: the folder of --subjects, else of --gt)")
     p.add_argument("--provenance", type=Path, help="JSON object with extra provenance to show (commands, versions)")
+    p.add_argument("--no-auto-slices", action="store_true",
+                   help="skip subjects without rating slices instead of finding them automatically from their T2w scan")
     return p
 
 
@@ -47,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
                               overwrite=args.overwrite, allow_missing=args.allow_missing, compute_hd95=args.hd95,
                               connectivity=args.connectivity, count_connectivity=args.count_connectivity,
                               min_size=args.min_size, n_boot=args.n_boot, seed=args.seed, num_workers=args.workers,
-                              dataset_dir=args.dataset_dir, lesion_rule=args.lesion_rule, min_iou=args.min_iou)
+                              dataset_dir=args.dataset_dir, lesion_rule=args.lesion_rule, min_iou=args.min_iou,
+                              auto_slices=not args.no_auto_slices)
     except MfnsInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
