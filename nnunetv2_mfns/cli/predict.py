@@ -73,8 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("nnunetv2_mfns").setLevel(logging.WARNING if args.quiet else logging.INFO)
-    if args.quiet:
-        os.environ.setdefault("TQDM_DISABLE", "1")
     # CPU inference next to nnU-Net: passive OpenMP waiting (see README, "Running nnU-Net on a small CPU")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from nnunetv2_mfns.inference.model import resolve_model
@@ -86,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
                               args.checkpoint)
         opts = PredictOptions(report=not args.no_report, overwrite=args.overwrite, device=args.device,
                               tta=not args.disable_tta, step_size=args.step_size, deformable=args.deformable,
-                              rating_slices=parse_rating_slices(args.rating_slices))
+                              rating_slices=parse_rating_slices(args.rating_slices), progress=not args.quiet)
         summaries = run_predict(args.inputs, args.out, model, opts)
     except MfnsInputError as e:
         print(f"error: {e}", file=sys.stderr)

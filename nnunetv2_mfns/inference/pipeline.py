@@ -42,6 +42,7 @@ class PredictOptions:
     deformable: bool = False
     # {scan name: {"BG": i, "CSO": j}}; the key "*" applies to every scan without its own entry
     rating_slices: dict | None = None
+    progress: bool = True
 
 
 def _planned_outputs(scans: list[ScanInput], report: bool) -> tuple[dict[str, OutputPaths], list[Path]]:
@@ -119,7 +120,7 @@ def _run(scans: list[ScanInput], paths: dict[str, OutputPaths], tmp: Path, model
     if options.report:
         from nnunetv2_mfns.evaluation.registration import read_t2w
         from nnunetv2_mfns.evaluation.rating_slices import locate_rating_slices
-        for s in tqdm(scans, desc="rating slices", unit="scan"):
+        for s in tqdm(scans, desc="rating slices", unit="scan", disable=not options.progress):
             img = read_t2w(s.path)
             res = locate_rating_slices(img, manual_slices=_manual_for(options, s.name), deformable=options.deformable,
                                        seed=0, source=str(s.path))
@@ -131,7 +132,8 @@ def _run(scans: list[ScanInput], paths: dict[str, OutputPaths], tmp: Path, model
     from .predictor import predict_staged
     staged = stage_inputs(scans, tmp / ".staged")
     pred_trunc = [tmp / ".pred" / f"scan_{i:04d}" for i in range(len(scans))]
-    predict_staged(model, staged, pred_trunc, device=options.device, tta=options.tta, step_size=options.step_size)
+    predict_staged(model, staged, pred_trunc, device=options.device, tta=options.tta, step_size=options.step_size,
+                   progress=options.progress)
     for s, p in zip(scans, pred_trunc):
         dst = tmp / paths[s.name].mask
         dst.parent.mkdir(parents=True, exist_ok=True)
@@ -145,7 +147,8 @@ def _run(scans: list[ScanInput], paths: dict[str, OutputPaths], tmp: Path, model
     if not options.report:
         return summaries
     subjects = []
-    for s, summ in tqdm(list(zip(scans, summaries)), desc="census and report", unit="scan"):
+    for s, summ in tqdm(list(zip(scans, summaries)), desc="census and report", unit="scan",
+                          disable=not options.progress):
         subjects.append(_report_one(s, paths[s.name], tmp, rating_info[s.name],
                                     {"input": str(s.path), "model": model_line, "mfns version": version}))
         summ["report"] = str(paths[s.name].report_dir / "report.html")

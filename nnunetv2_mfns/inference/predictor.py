@@ -33,7 +33,7 @@ def resolve_device(name: str):
 
 
 def predict_staged(model: ModelSpec, staged: list[Path], out_truncated: list[Path], device: str = "auto",
-                   tta: bool = True, step_size: float = 0.5, quiet: bool = True) -> None:
+                   tta: bool = True, step_size: float = 0.5, quiet: bool = True, progress: bool = True) -> None:
     """Predicts every staged file (one channel each) into `<out_truncated>.nii.gz`."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     dev = resolve_device(device)
@@ -47,7 +47,7 @@ def predict_staged(model: ModelSpec, staged: list[Path], out_truncated: list[Pat
         predictor.initialize_from_trained_model_folder(str(model.folder), model.folds, checkpoint_name=model.checkpoint)
     logger.info("model %s, folds %s, %s, device %s, TTA %s", model.folder, list(model.folds), model.checkpoint,
                 dev.type, "on" if tta else "off")
-    for src, dst in tqdm(list(zip(staged, out_truncated)), desc="predict", unit="scan"):
+    for src, dst in tqdm(list(zip(staged, out_truncated)), desc="predict", unit="scan", disable=not progress):
         Path(dst).parent.mkdir(parents=True, exist_ok=True)
         with (contextlib.redirect_stdout(sink) if quiet else contextlib.nullcontext()):
             predictor.predict_from_files_sequential([[str(src)]], [str(dst)], save_probabilities=False, overwrite=True)
