@@ -371,3 +371,11 @@ def test_failed_registration_leaves_nothing(tmp_path, capsys, monkeypatch):
     err = capsys.readouterr().err.strip().splitlines()[-1]  # progress bars come before it on stderr
     assert rc == 2 and err == f"error: {b}: registration to MNI152 failed (correlation 0.10 < 0.5)"
     assert not out.exists()
+
+
+def test_output_never_replaces_an_input(tmp_path, capsys):
+    model = _fake_model(tmp_path / "res")
+    scan = _write_img(_img(), tmp_path / "out" / "masks" / "s.nii.gz")
+    before = _sha(scan)
+    rc = main([str(scan), "-o", str(tmp_path / "out"), "-m", str(model), "--no-report", "--overwrite"])
+    assert rc == 2 and "would replace an input scan" in capsys.readouterr().err and _sha(scan) == before

@@ -90,6 +90,10 @@ def run_predict(inputs: list[str | Path], out_dir: str | Path, model: ModelSpec,
     paths, planned = _planned_outputs(scans, options.report)
     if out.exists() and not out.is_dir():
         raise MfnsInputError(f"{out}: output path exists and is not a folder")
+    inputs_real = {s.path.resolve() for s in scans}
+    hit = next((p for p in planned if (out / p).resolve() in inputs_real), None)
+    if hit is not None:  # never, not even with --overwrite, replace an input
+        raise MfnsInputError(f"{out / hit}: this output would replace an input scan; choose another -o")
     if not options.overwrite:
         clash = next((p for p in planned if (out / p).exists()), None)
         if clash is not None:
