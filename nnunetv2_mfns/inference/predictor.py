@@ -43,7 +43,7 @@ def predict_staged(model: ModelSpec, staged: list[Path], out_truncated: list[Pat
     with redirect:
         predictor = nnUNetPredictor(tile_step_size=step_size, use_gaussian=True, use_mirroring=tta,
                                     perform_everything_on_device=dev.type == "cuda", device=dev, verbose=False,
-                                    verbose_preprocessing=False, allow_tqdm=False)
+                                    verbose_preprocessing=False, allow_tqdm=progress)  # sliding-window bar (stderr)
         predictor.initialize_from_trained_model_folder(str(model.folder), model.folds, checkpoint_name=model.checkpoint)
     logger.info("model %s, folds %s, %s, device %s, TTA %s", model.folder, list(model.folds), model.checkpoint,
                 dev.type, "on" if tta else "off")
