@@ -75,6 +75,11 @@ PLANS: Dict[str, tuple] = {
 MODELS: Dict[str, tuple] = {
     "MfNSDe": (MFNS_CLASS, {}),
     "MfNSDe_noAttention": (MFNS_CLASS, {"use_attention": False}),
+    # network switches of the trainer variants (trainers/variants_network.py)
+    "MfNSDe_ResCBAM": (MFNS_CLASS, {"node_block": "res_cbam"}),
+    "MfNSDe_coarseAttention": (MFNS_CLASS, {"attention_from_row": 1}),
+    "MfNSDe_fast": (MFNS_CLASS, {"input_projection": True, "attention_from_row": 1}),
+    "MfNSDe_checkpointNodes": (MFNS_CLASS, {"checkpoint_nodes": True}),
     "PlainConvUNet": (PLAIN_CLASS, {}),
 }
 
@@ -183,13 +188,14 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def benchmark_plan(plan_name: str, seed: int, reps: int, batch: int, threads: int) -> List[dict]:
+def benchmark_plan(plan_name: str, seed: int, reps: int, batch: int, threads: int,
+                   models: Optional[List[str]] = None) -> List[dict]:
     import torch
 
     size = PLANS[plan_name][2]
     rows = []
     nets = {}
-    for model_name in MODELS:
+    for model_name in models or list(MODELS):
         net = build_model(plan_name, model_name, seed)
         with torch.no_grad():
             outs = net(torch.zeros(1, 1, *size))
@@ -262,7 +268,8 @@ def render_markdown(results: Dict[str, List[dict]], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_benchmark(seed: int, reps: int, batch: int, threads: int, command: str) -> str:
+def run_benchmark(seed: int, reps: int, batch: int, threads: int, command: str,
+                  plans: Optional[List[str]] = None, models: Optional[List[str]] = None) -> str:
     """Runs every plan x model and returns the Markdown report."""
     import nnunetv2  # noqa: F401  (version only)
     import torch
@@ -272,9 +279,9 @@ def run_benchmark(seed: int, reps: int, batch: int, threads: int, command: str) 
     t_start = time.perf_counter()
     load_start = "%.2f %.2f %.2f" % os.getloadavg()
     results = {}
-    for plan_name in PLANS:
+    for plan_name in plans or list(PLANS):
         logger.info("plan %s", plan_name)
-        results[plan_name] = benchmark_plan(plan_name, seed, reps, batch, threads)
+        results[plan_name] = benchmark_plan(plan_name, seed, reps, batch, threads, models)
     meta = {
         "command": command,
         "machine": f"{_cpu_name()}, {os.cpu_count()} logical CPUs (shared 2-core box), no GPU used",
@@ -297,6 +304,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--reps", type=int, default=3, help="timed steps per model (default 3; keeps the run < 5 min on the shared 2-core box)")
     parser.add_argument("--batch", type=int, default=2, help="batch size (default 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: shared machine)")
+    parser.add_argument("--plans", default=",".join(PLANS), help="comma-separated plans (default: all)")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help="comma-separated models (default: all; PlainConvUNet is always added as the reference)")
     parser.add_argument("--memory-worker", nargs=2, metavar=("PLAN", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     try:
@@ -312,6 +322,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                 raise MfnsInputError(f"--memory-worker: unknown plan/model {plan_name}/{model_name}")
             print(json.dumps(_memory_worker(plan_name, model_name, args.seed, args.batch, args.threads)))
             return 0
+        plans = [p for p in args.plans.split(",") if p]
+        models = [m for m in args.models.split(",") if m]
+        unknown = [p for p in plans if p not in PLANS] + [m for m in models if m not in MODELS]
+        if unknown:
+            raise MfnsInputError(f"unknown plan/model {unknown}; plans: {sorted(PLANS)}, models: {sorted(MODELS)}")
+        if "PlainConvUNet" not in models:
+            models.append("PlainConvUNet")
         out = os.path.abspath(args.out)
         if os.path.exists(out) and not args.overwrite:
             raise MfnsInputError(f"--out {args.out} exists; pass --overwrite to replace it")
@@ -322,7 +339,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     command = "python benchmarks/bench_network.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    md = run_benchmark(args.seed, args.reps, args.batch, args.threads, command)
+    md = run_benchmark(args.seed, args.reps, args.batch, args.threads, command, plans, models)
     with open(out, "w") as f:
         f.write(md)
     print(md)

@@ -402,3 +402,22 @@ def test_input_projection_makes_first_node_conv_1x1_and_cuts_macs():
             net(x)
         return fc.get_total_flops()
     assert macs(fast) < 0.6 * macs(faithful)
+
+
+def test_checkpoint_nodes_keeps_outputs_and_gradients():
+    # issue 14: a cheaper-memory execution must compute the same thing (same weights, same input)
+    kw = plan_kwargs(2, ANISO_7[:5], [4, 6, 8, 8, 8], conv_bias=False)
+    ref = build(kw, 1, 2, seed=7).train()
+    ck = build(dict(kw, checkpoint_nodes=True), 1, 2, seed=0).train()
+    ck.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 1, 36, 34, generator=torch.Generator().manual_seed(2))
+    outs_ref, outs_ck = ref(x), ck(x)
+    for a, b in zip(outs_ref, outs_ck):
+        assert torch.allclose(a, b, rtol=0, atol=1e-6)
+    sum((o * o).mean() for o in outs_ref).backward()
+    sum((o * o).mean() for o in outs_ck).backward()
+    for (n, p), (_, q) in zip(ref.named_parameters(), ck.named_parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-5, atol=1e-7), n
+    ck.eval()
+    with torch.no_grad():
+        assert torch.allclose(ck(x)[0], ref.eval()(x)[0], rtol=0, atol=1e-6)

@@ -130,6 +130,8 @@ class MfNSDe(AbstractDynamicNetworkArchitectures):
             row 0). 1 = the `fast` variant: no attention at full resolution.
         input_projection: every nested node's (and the fusion block's) first conv is 1x1 instead of the
             plan's kernel (the `fast` variant's MAC cut; see ``nested_blocks``). Not the paper's network.
+        checkpoint_nodes: recompute the nested nodes and the fusion in the backward pass (activation
+            checkpointing): the same outputs and gradients, less training memory, more time.
 
     See the module docstring for the layout, the cap and the output sizes.
     """
@@ -164,6 +166,7 @@ class MfNSDe(AbstractDynamicNetworkArchitectures):
         attention_init: str = "he",
         attention_from_row: int = 0,
         input_projection: bool = False,
+        checkpoint_nodes: bool = False,
     ) -> None:
         super().__init__()
         conv_op = _resolve_class(conv_op, "conv_op", allow_none=False)
@@ -213,6 +216,7 @@ class MfNSDe(AbstractDynamicNetworkArchitectures):
         self.attention_init = attention_init
         self.attention_from_row = int(attention_from_row)
         self.input_projection = bool(input_projection)
+        self.checkpoint_nodes = bool(checkpoint_nodes)
         self.widths = [int(min(f, max_features)) for f in features[: self.n_rows]]
         self.ds_strides = [list(s) for s in strides[: self.n_rows]]
         self.num_classes = int(num_classes)
@@ -232,7 +236,7 @@ class MfNSDe(AbstractDynamicNetworkArchitectures):
         self.decoder = MfNSDeDecoder(self.encoder, self.num_classes, n_conv_per_row, bool(deep_supervision),
                                      self.use_attention, nonlin_first, attention_reduction,
                                      attention_min_hidden, attention_kernel_size, node_block, attention_init,
-                                     int(attention_from_row), bool(input_projection))
+                                     int(attention_from_row), bool(input_projection), bool(checkpoint_nodes))
 
     def forward(self, x: torch.Tensor) -> Union[torch.Tensor, List[torch.Tensor]]:
         return self.decoder(self.encoder(x), x.shape[2:])

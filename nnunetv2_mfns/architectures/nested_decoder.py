@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from dynamic_network_architectures.building_blocks.plain_conv_encoder import PlainConvEncoder
 
@@ -38,7 +39,11 @@ class MfNSDeDecoder(nn.Module):
     ``set_deep_supervision_enabled`` (which sets ``network.decoder.deep_supervision``) works.
 
     ``attention_from_row``: only nodes of rows >= this carry attention (the fusion block, which works at row
-    0, counts as row 0). ``input_projection``: every node's first conv is 1x1 (``nested_blocks``). ``node_block`` and ``attention_init``: see ``nested_blocks`` and
+    0, counts as row 0). ``input_projection``: every node's first conv is 1x1 (``nested_blocks``).
+    ``checkpoint_nodes``: in training, each nested node (its resampling, concatenation, convs and gates) and
+    the fusion are recomputed in the backward pass instead of keeping their intermediate maps (torch's
+    non-reentrant activation checkpointing). Same numbers (the recomputation runs the same ops on the same
+    inputs; instance norm keeps no running statistics), less activation memory, more time. ``node_block`` and ``attention_init``: see ``nested_blocks`` and
     ``attention``.
     """
 
@@ -46,12 +51,14 @@ class MfNSDeDecoder(nn.Module):
                  deep_supervision: bool, use_attention: bool, nonlin_first: bool,
                  attention_reduction: int, attention_min_hidden: int, attention_kernel_size: int,
                  node_block: str = "conv_cbam", attention_init: str = "he",
-                 attention_from_row: int = 0, input_projection: bool = False) -> None:
+                 attention_from_row: int = 0, input_projection: bool = False,
+                 checkpoint_nodes: bool = False) -> None:
         super().__init__()
         self.deep_supervision = deep_supervision
         self.num_classes = num_classes
         self.use_attention = use_attention
         self.node_block = node_block
+        self.checkpoint_nodes = checkpoint_nodes
         self.conv_op = encoder.conv_op
         self.dim = SUPPORTED_DIMS[encoder.conv_op]
         self.widths = list(encoder.output_channels)
@@ -112,6 +119,23 @@ class MfNSDeDecoder(nn.Module):
         """Spatial size of output ``row`` = nnU-Net's DS target size for an input of ``input_shape``."""
         return [max(1, int(round(n * s))) for n, s in zip(input_shape, self.scales[row])]
 
+    def _node(self, i: int, j: int, shape: List[int], *inputs: torch.Tensor) -> torch.Tensor:
+        """X(i, j) from X(i, 0..j-1), X(i+1, j-1) and (rows >= 1) X(i-1, j), in that order."""
+        parts = list(inputs[:j])
+        parts.append(self._up(inputs[j], shape))
+        if i >= 1:
+            parts.append(self._down(inputs[j + 1], shape))
+        return self.nodes[i][j - 1](torch.cat(parts, 1))
+
+    def _fuse(self, shape: List[int], *last: torch.Tensor) -> torch.Tensor:
+        fused = [last[0]] + [self._up(self.fusion_proj[i - 1](last[i]), shape) for i in range(1, len(last))]
+        return self.fusion(torch.cat(fused, 1))
+
+    def _run(self, fn, *args):
+        if self.checkpoint_nodes and self.training and torch.is_grad_enabled():
+            return checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
     def forward(self, skips: List[torch.Tensor], input_shape: Sequence[int]):
         L = self.n_rows
         X = {(i, 0): skips[i] for i in range(L)}
@@ -119,15 +143,11 @@ class MfNSDeDecoder(nn.Module):
         for d in range(1, L):
             for i in range(d - 1, -1, -1):  # deepest first within the diagonal
                 j = d - i
-                parts = [X[(i, k)] for k in range(j)]
-                parts.append(self._up(X[(i + 1, j - 1)], shapes[i]))
-                if i >= 1:
-                    parts.append(self._down(X[(i - 1, j)], shapes[i]))
-                X[(i, j)] = self.nodes[i][j - 1](torch.cat(parts, 1))
+                inputs = [X[(i, k)] for k in range(j)] + [X[(i + 1, j - 1)]] + ([X[(i - 1, j)]] if i >= 1 else [])
+                X[(i, j)] = self._run(self._node, i, j, shapes[i], *inputs)
 
         last = [X[(i, L - 1 - i)] for i in range(L)]
-        fused = [last[0]] + [self._up(self.fusion_proj[i - 1](last[i]), shapes[0]) for i in range(1, L)]
-        fused = self.fusion(torch.cat(fused, 1))
+        fused = self._run(self._fuse, shapes[0], *last)
         out0 = self._up(self.seg_layers[0](fused), self.target_shape(0, input_shape))
         if not self.deep_supervision:
             return out0

@@ -8,7 +8,8 @@ from nnunetv2_mfns.trainers.nnUNetTrainerMfNSDe import nnUNetTrainerMfNSDe
 from nnunetv2_mfns.trainers.variants import (nnUNetTrainerMfNSDe_50epochs, nnUNetTrainerMfNSDe_AreaHF,
                                              nnUNetTrainerMfNSDe_NoAttention, nnUNetTrainerMfNSDe_NoDS,
                                              nnUNetTrainerMfNSDe_NoHF, nnUNetTrainerMfNSDe_nnUNetRecipe)
-from nnunetv2_mfns.trainers.variants_network import (nnUNetTrainerMfNSDe_CoarseAttention, nnUNetTrainerMfNSDe_Fast,
+from nnunetv2_mfns.trainers.variants_network import (nnUNetTrainerMfNSDe_CheckpointNodes,
+                                                     nnUNetTrainerMfNSDe_CoarseAttention, nnUNetTrainerMfNSDe_Fast,
                                                      nnUNetTrainerMfNSDe_NeutralAttInit, nnUNetTrainerMfNSDe_ResCBAM,
                                                      nnUNetTrainerMfNSDe_ResCBAMNeutral)
 
@@ -16,7 +17,7 @@ BASE_TRAINERS = [nnUNetTrainerMfNSDe, nnUNetTrainerMfNSDe_50epochs, nnUNetTraine
                  nnUNetTrainerMfNSDe_AreaHF, nnUNetTrainerMfNSDe_NoAttention, nnUNetTrainerMfNSDe_NoDS,
                  nnUNetTrainerMfNSDe_nnUNetRecipe, nnUNetTrainerUNet2D_PaperRecipe,
                  nnUNetTrainerMfNSDe_ResCBAM, nnUNetTrainerMfNSDe_NeutralAttInit, nnUNetTrainerMfNSDe_ResCBAMNeutral,
-                 nnUNetTrainerMfNSDe_Fast,
+                 nnUNetTrainerMfNSDe_Fast, nnUNetTrainerMfNSDe_CheckpointNodes,
                  nnUNetTrainerMfNSDe_CoarseAttention, nnUNetTrainerIAANet, nnUNetTrainerTriSegNet]
 
 __all__ = [c.__name__ for c in BASE_TRAINERS] + ["BUDGETS"]

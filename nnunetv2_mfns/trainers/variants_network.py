@@ -35,5 +35,12 @@ class nnUNetTrainerMfNSDe_Fast(nnUNetTrainerMfNSDe):
     network_options = {"input_projection": True, "attention_from_row": 1}
 
 
+class nnUNetTrainerMfNSDe_CheckpointNodes(nnUNetTrainerMfNSDe):
+    """The faithful network with its nested nodes and fusion recomputed in the backward pass (activation
+    checkpointing): the same outputs and gradients, less training memory, more time (issue 14)."""
+    network_options = {"checkpoint_nodes": True}
+
+
 NETWORK_VARIANTS = [nnUNetTrainerMfNSDe_ResCBAM, nnUNetTrainerMfNSDe_NeutralAttInit,
-                    nnUNetTrainerMfNSDe_ResCBAMNeutral, nnUNetTrainerMfNSDe_CoarseAttention, nnUNetTrainerMfNSDe_Fast]
+                    nnUNetTrainerMfNSDe_ResCBAMNeutral, nnUNetTrainerMfNSDe_CoarseAttention, nnUNetTrainerMfNSDe_Fast,
+                    nnUNetTrainerMfNSDe_CheckpointNodes]
