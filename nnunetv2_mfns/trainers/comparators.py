@@ -36,6 +36,11 @@ class nnUNetTrainerIAANet(nnUNetTrainerPaperRecipe):
     # original IAANet runs everything but the region proposals at 1/10 of their rate.
     transformer_lr_scale = 0.01
 
+    def _do_i_compile(self) -> bool:
+        # The token count differs from batch to batch (data-dependent region selection), so torch.compile
+        # would recompile for new shapes until it hits its cache limit; eager mode is the honest default.
+        return False
+
     def optimizer_param_groups(self):
         net = getattr(self.network, "module", self.network)  # DDP wrapper
         net = getattr(net, "_orig_mod", net)  # torch.compile wrapper (nnU-Net compiles before this call)
