@@ -379,3 +379,24 @@ def test_output_never_replaces_an_input(tmp_path, capsys):
     before = _sha(scan)
     rc = main([str(scan), "-o", str(tmp_path / "out"), "-m", str(model), "--no-report", "--overwrite"])
     assert rc == 2 and "would replace an input scan" in capsys.readouterr().err and _sha(scan) == before
+
+
+def test_sigterm_removes_the_temporary_folder(tiny_model, phantom_scans, tmp_path):
+    """`kill` (SIGTERM) during a run: no output, and the hidden temporary folder inside OUT is removed."""
+    import os
+    import signal
+    import time
+    _, model_folder = tiny_model
+    out = tmp_path / "out"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.Popen([sys.executable, "-m", "nnunetv2_mfns.cli.predict", str(phantom_scans), "-o", str(out),
+                             "-m", str(model_folder), "-device", "cpu", "-q"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not any(p.name.startswith(".mfns-predict-") for p in out.iterdir()):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 128 + signal.SIGTERM
+    assert list(out.iterdir()) == []

@@ -12,7 +12,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from nnunetv2_mfns.errors import MfnsInputError
@@ -69,6 +71,10 @@ def parse_rating_slices(value: str | None) -> dict | None:
     return data
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -77,6 +83,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from nnunetv2_mfns.inference.model import resolve_model
     from nnunetv2_mfns.inference.pipeline import PredictOptions, run_predict
+    # a plain `kill` must still remove the hidden temporary folder in OUT: SIGTERM becomes SystemExit while we run
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if main_thread else None
     try:
         if args.step_size <= 0 or args.step_size > 1:
             raise MfnsInputError(f"-step_size {args.step_size}: must be in (0, 1]")
@@ -89,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     except MfnsInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     for s in summaries:
         print(f"{s['input']} -> {args.out / s['mask']}" + (f", {args.out / s['report']}" if "report" in s else ""))
     if not args.no_report:
