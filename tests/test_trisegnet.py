@@ -15,8 +15,8 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 
-from nnunetv2_mfns.architectures.trisegnet import (InceptionBlock, TriSegNet, _Ops,
-                                                   trisegnet_deep_supervision_scales)
+from nnunetv2_mfns.architectures.trisegnet import TriSegNet, trisegnet_deep_supervision_scales
+from nnunetv2_mfns.architectures.trisegnet_blocks import InceptionBlock, PlanOps
 
 torch.set_num_threads(1)
 
@@ -185,7 +185,7 @@ def test_feature_map_size_counts_every_conv_output():
 def test_slice_factorisation_is_the_3d_block_on_one_slice():
     """(k,k,1) -> (1,1,k) on a one-slice volume equals k x k -> 1 x 1 with the centre taps (docstring claim)."""
     torch.manual_seed(3)
-    ops = _Ops(nn.Conv2d, True, nn.InstanceNorm2d, {"affine": True}, None, None, nn.LeakyReLU, {}, False)
+    ops = PlanOps(nn.Conv2d, True, nn.InstanceNorm2d, {"affine": True}, None, None, nn.LeakyReLU, {}, False)
     block = InceptionBlock(ops, 8, "slice").eval()
     branch2d = block.branches[3]  # 1x1 -> 7x7 -> 1x1
     b3 = [ConvDropoutNormReLU(nn.Conv3d, 8, 2, (1, 1, 1), 1, True, nn.InstanceNorm3d, {"affine": True},
