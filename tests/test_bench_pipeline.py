@@ -34,8 +34,22 @@ def tiny_run(tmp_path_factory):
     return json.loads((tmp / "res.json").read_text()), (tmp / "res.md").read_text(), tmp
 
 
+TOP_KEYS = {"schema", "mode", "command", "date_utc", "versions", "git", "device", "env", "load", "dataset",
+            "settings", "memory_method", "methods", "headline", "other_ratios", "runtime_s"}
+METHOD_KEYS = {"trainer", "configuration", "network_class", "batch_size", "patch_size", "params", "gmacs_per_patch",
+               "train_s_loading_excluded", "train_s_loading_included", "train_s_per_iter_loading_excluded",
+               "train_s_per_iter_loading_included", "train_s_per_epoch_loading_excluded",
+               "train_s_per_epoch_loading_included", "peak_train_memory_mib", "mirror_axes", "infer_s_per_volume",
+               "infer_s_per_volume_mirroring", "infer_s_per_volume_no_mirroring"}
+
+
 def test_json_top_level_fields(tiny_run):
+    """Exact key sets: a field added to the benchmark without a check here fails this test."""
     out, md, _ = tiny_run
+    assert set(out) == TOP_KEYS
+    assert out["date_utc"].startswith("20") and "T" in out["date_utc"]
+    assert set(out["dataset"]) == {"profile", "n_subjects", "seed", "cases", "inference_volume", "generate_s",
+                                   "plan_preprocess_s", "plan_command"}
     assert out["schema"] == "nnunetv2_mfns.bench_pipeline/1" and out["mode"] == "tiny"
     assert "--tiny" in out["command"]
     for pkg in ("python", "torch", "nnunetv2", "dynamic_network_architectures", "numpy", "nnunetv2-mfns"):
@@ -60,6 +74,7 @@ def test_method_fields_positive(tiny_run):
     out, _, _ = tiny_run
     for key, (trainer, cfg) in METHODS.items():
         r = out["methods"][key]
+        assert set(r) == METHOD_KEYS | ({"equal_batch"} if key in ("MfNS_De_2d", "nnUNet_2d") else set()), key
         assert (r["trainer"], r["configuration"]) == (trainer, cfg)
         assert len(r["patch_size"]) == (3 if cfg == "3d_fullres" else 2)
         for field in ("batch_size", "params", "gmacs_per_patch", "peak_train_memory_mib",
@@ -128,6 +143,7 @@ def test_headline_ratios_and_markdown(tiny_run):
         / s2["equal_batch"]["peak_train_memory_mib"],
     }
     assert [h["key"] for h in out["headline"]] == list(expected)
+    assert all(set(h) == {"key", "figure", "value", "goal", "met"} for h in out["headline"])
     for h in out["headline"]:
         assert h["value"] == pytest.approx(expected[h["key"]]) and h["met"] == (h["value"] <= float(h["goal"][3:]))
     assert all(_positive(v) for v in out["other_ratios"].values())
