@@ -64,21 +64,25 @@ def fig_rating_slices(image: np.ndarray, mask: np.ndarray, slices: dict, regions
 
 def fig_pvs_projection(image: np.ndarray, mask: np.ndarray, spacing_zyx: tuple[float, float, float],
                        superior_up: bool = True):
-    """Figure: whole-brain PVS maximum-intensity projection in three views over the mean image projection."""
+    """Figure: whole-brain PVS projection in three views (PVS voxels per line of sight; where it is non-zero it is the
+    maximum-intensity projection of the mask) over the mean image projection."""
     sz, sy, sx = spacing_zyx
     views = [("axial (top view)", 0, sy / sx), ("coronal (front view)", 1, sz / sx), ("sagittal (side view)", 2, sz / sy)]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4.6))
     for ax, (title, axis, aspect) in zip(axes, views):
         bg = image.mean(axis=axis)
-        pv = mask.max(axis=axis) > 0
+        # PVS voxels along each ray (not just any/none), so that dense regions stand out from single PVS
+        pv = (mask > 0).sum(axis=axis)
         lo, hi = _window(bg)
         origin = "lower" if (axis != 0 and superior_up) else "upper"
         ax.imshow(bg, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, origin=origin, interpolation="nearest")
-        ax.imshow(np.ma.masked_where(~pv, pv), cmap="autumn", alpha=0.9, aspect=aspect, origin=origin,
-                  interpolation="nearest")
+        top = max(2.0, float(np.percentile(pv[pv > 0], 99))) if np.any(pv) else 2.0
+        ax.imshow(np.ma.masked_equal(pv, 0), cmap="autumn_r", vmin=1, vmax=top, alpha=0.9, aspect=aspect,
+                  origin=origin, interpolation="nearest")
         ax.set_title(title, fontsize=10)
         ax.set_axis_off()
-    fig.suptitle(f"Whole-brain PVS projection ({int(np.count_nonzero(mask))} voxels)", fontsize=10)
+    fig.suptitle(f"Whole-brain PVS projection ({int(np.count_nonzero(mask))} voxels; yellow 1 to red many PVS voxels "
+                 f"along the line of sight)", fontsize=10)
     fig.tight_layout()
     return fig
 
