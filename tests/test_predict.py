@@ -400,3 +400,13 @@ def test_sigterm_removes_the_temporary_folder(tiny_model, phantom_scans, tmp_pat
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM
     assert list(out.iterdir()) == []
+
+
+def test_predict_masks_only(tiny_model, phantom_scans, tmp_path, capsys):
+    """--no-report: one .nii input, the mask named after it and nothing else (no registration, no report)."""
+    _, model_folder = tiny_model
+    out = tmp_path / "o"
+    rc = main([str(phantom_scans / "scan one.nii"), "-o", str(out), "-m", str(model_folder), "-f", "0",
+               "-device", "cpu", "--disable_tta", "--no-report", "-q"])
+    assert rc == 0, capsys.readouterr().err
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["masks", "masks/scan one.nii.gz"]

@@ -9,7 +9,6 @@ labelled components, visual-rating categories, one report per scan and census.cs
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal

@@ -113,6 +113,7 @@ def run_predict(inputs: list[str | Path], out_dir: str | Path, model: ModelSpec,
             out.rmdir()
         raise
     shutil.rmtree(tmp, ignore_errors=True)
+    logger.info("%d scan(s) done: outputs in %s", len(scans), out)
     return summaries
 
 
