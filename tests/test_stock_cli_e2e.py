@@ -15,6 +15,9 @@ import SimpleITK as sitk
 from tiny_dataset import make_tiny_dataset, nnunet_env
 
 BIN = Path(sys.executable).parent
+# plugin trainers run here -> the network class their debug.json must name
+PAPER_RECIPE_NETWORKS = {"nnUNetTrainerMfNSDe_ci": "MfNSDe", "nnUNetTrainerMfNSDe_NoHF_ci": "MfNSDe",
+                         "nnUNetTrainerIAANet_ci": "IAANet", "nnUNetTrainerTriSegNet_ci": "TriSegNet"}
 
 
 def _run(cmd, env, log: Path):
@@ -37,6 +40,8 @@ def planned(tmp_path_factory):
 @pytest.mark.parametrize("configuration,trainer", [
     ("2d", "nnUNetTrainerMfNSDe_ci"),
     ("2d", "nnUNetTrainerMfNSDe_NoHF_ci"),
+    ("2d", "nnUNetTrainerIAANet_ci"),
+    ("2d", "nnUNetTrainerTriSegNet_ci"),
     ("3d_fullres", "nnUNetTrainer_ci"),
 ])
 def test_train_and_predict_with_stock_cli(planned, configuration, trainer):
@@ -45,7 +50,7 @@ def test_train_and_predict_with_stock_cli(planned, configuration, trainer):
                  tmp / f"train_{trainer}.log")
     out_folder = Path(env["nnUNet_results"]) / base.name / f"{trainer}__nnUNetPlans__{configuration}" / "fold_0"
     assert (out_folder / "checkpoint_final.pth").is_file(), train.stdout[-2000:]
-    if trainer.startswith("nnUNetTrainerMfNSDe"):
+    if trainer in PAPER_RECIPE_NETWORKS:
         assert "Using trainer" in train.stdout  # found through nnUNet_extTrainer set by our .pth
     pred_dir = tmp / f"pred_{trainer}"
     _run([BIN / "nnUNetv2_predict", "-i", base / "imagesTs", "-o", pred_dir, "-d", "990", "-c", configuration,
@@ -58,9 +63,9 @@ def test_train_and_predict_with_stock_cli(planned, configuration, trainer):
     assert np.allclose(pred.GetSpacing(), img.GetSpacing()) and np.allclose(pred.GetOrigin(), img.GetOrigin())
     assert set(np.unique(sitk.GetArrayFromImage(pred))) <= {0, 1}
     debug = json.loads((out_folder / "debug.json").read_text())
-    if trainer.startswith("nnUNetTrainerMfNSDe"):
+    if trainer in PAPER_RECIPE_NETWORKS:
         # the recipe really ran: our network, the paper's batch size and optimiser, HF (or stock) DS targets
-        assert debug["network"] == "MfNSDe"
+        assert debug["network"] == PAPER_RECIPE_NETWORKS[trainer]
         assert int(debug["batch_size"]) == 4
         assert "Adagrad" in debug["optimizer"]
         expected_ds = "nearest" if "NoHF" in trainer else "max"
