@@ -76,10 +76,20 @@ def _versions() -> dict:
     return out
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
 def _git(*args: str) -> str:
-    res = subprocess.run(["git", *args], capture_output=True, text=True, check=False,
-                         cwd=os.path.dirname(os.path.abspath(__file__)))
-    return res.stdout.strip() if res.returncode == 0 else "unknown"
+    res = subprocess.run(["git", *args], capture_output=True, text=True, check=False, cwd=REPO)
+    return res.stdout.rstrip() if res.returncode == 0 else "unknown"  # keep porcelain's leading space
+
+
+def _git_state() -> dict:
+    """The commit and the measured package's files that differ from it (the benchmark measures the working
+    tree, which other people edit concurrently)."""
+    status = _git("status", "--porcelain", "--", "nnunetv2_mfns", "dataset_conversion", "benchmarks")
+    dirty = [] if status == "unknown" else [line[3:] for line in status.splitlines() if line.strip()]
+    return {"commit": _git("rev-parse", "--short", "HEAD"), "dirty": bool(dirty), "dirty_files": dirty}
 
 
 def _device_info(device) -> dict:
@@ -113,8 +123,9 @@ def render_markdown(out: dict) -> str:
               f"{' '.join(f(x) for x in out['load']['end'])}" + ("" if dev["type"] == "cuda" else
               " (a shared machine: the ratios were measured side by side, absolute times depend on the load)"),
               "- versions: " + ", ".join(f"{k} {v}" for k, v in out["versions"].items()) +
-              f"; git commit {out['git']['commit']}" + (" (working tree with uncommitted changes)"
-                                                        if out["git"]["dirty"] else ""),
+              f"; git commit {out['git']['commit']}" + (" with uncommitted changes in " +
+                                                        ", ".join(out["git"]["dirty_files"]) if out["git"]["dirty"]
+                                                        else ""),
               "- environment: " + ", ".join(f"{k}={v}" for k, v in out["env"].items()),
               f"- dataset: phantom profile `{out['dataset']['profile']}`, {out['dataset']['n_subjects']} subjects, "
               f"seed {out['dataset']['seed']}; inference volume {out['dataset']['inference_volume']['file']} "
@@ -176,7 +187,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"error: {md} or {js} exists (use --overwrite)", file=sys.stderr)
         return 2
     workdir = Path(args.workdir).resolve()
-    t_start, load_start = time.perf_counter(), os.getloadavg()
+    t_start, load_start, git_state = time.perf_counter(), os.getloadavg(), _git_state()
     if device_name == "cpu":  # the project's CPU defaults (interfaces.md), unless the user set them
         for k, v in (("OMP_WAIT_POLICY", "PASSIVE"), ("nnUNet_compile", "false"), ("nnUNet_n_proc_DA", "1"),
                      ("nnUNet_def_n_proc", "1")):
@@ -207,8 +218,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     command = "python benchmarks/bench_pipeline.py " + " ".join(argv if argv is not None else sys.argv[1:])
     out = {
         "schema": SCHEMA, "mode": args.mode, "command": command, "date_utc": datetime.now(timezone.utc).isoformat(),
-        "versions": _versions(), "git": {"commit": _git("rev-parse", "--short", "HEAD"),
-                                         "dirty": bool(_git("status", "--porcelain", "--", "nnunetv2_mfns"))},
+        "versions": _versions(), "git": git_state,
         "device": _device_info(device),
         "env": {k: os.environ.get(k, "") for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "nnUNet_n_proc_DA",
                                                    "nnUNet_def_n_proc", "nnUNet_compile")},

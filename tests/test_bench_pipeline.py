@@ -54,7 +54,8 @@ def test_json_top_level_fields(tiny_run):
     assert "--tiny" in out["command"]
     for pkg in ("python", "torch", "nnunetv2", "dynamic_network_architectures", "numpy", "nnunetv2-mfns"):
         assert out["versions"][pkg] and out["versions"][pkg] != "not installed", pkg
-    assert out["git"]["commit"] and isinstance(out["git"]["dirty"], bool)
+    assert set(out["git"]) == {"commit", "dirty", "dirty_files"} and out["git"]["commit"] != "unknown"
+    assert out["git"]["dirty"] == bool(out["git"]["dirty_files"])
     assert out["device"]["type"] == "cpu" and out["device"]["torch_threads"] == 1 and out["device"]["cpu"]
     assert len(out["load"]["start"]) == len(out["load"]["end"]) == 3
     assert all(x >= 0 for x in out["load"]["start"] + out["load"]["end"])
