@@ -410,3 +410,13 @@ def test_predict_masks_only(tiny_model, phantom_scans, tmp_path, capsys):
                "-device", "cpu", "--disable_tta", "--no-report", "-q"])
     assert rc == 0, capsys.readouterr().err
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["masks", "masks/scan one.nii.gz"]
+
+
+def test_one_volume_4d_is_read_as_3d(tmp_path):
+    import nibabel as nib
+    f = tmp_path / "four d.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((20, 20, 8, 1), np.float32), np.diag([0.5, 0.5, 2.0, 1.0])), str(f))
+    scans = collect_inputs([f])
+    assert scans[0].header.size == (20, 20, 8)
+    staged = stage_inputs(scans, tmp_path / "stage")
+    assert sitk.ReadImage(str(staged[0])).GetDimension() == 3

@@ -6,8 +6,8 @@ file name without `.nii[.gz]` and without a trailing nnU-Net channel suffix `_00
 entities without the `_T2w` suffix (e.g. `sub-01_ses-1_acq-hr`). Two scans with one name are an error.
 
 Header checks (read without loading the voxels), before anything is predicted:
-    * 3D scalar volume with at least 3 voxels along every axis (2D images and single slices refused); a 4D
-      file with one volume is accepted as 3D (staged as a 3D copy), real 4D refused;
+    * 3D scalar volume with at least 3 voxels along every axis (2D images and single slices refused); 4D
+      refused (ITK's NIfTI reader already reads a 4D file holding one volume as 3D, and so does nnU-Net);
     * axial: the slice axis (ITK index axis 2 = numpy axis 0) within MAX_TILT_DEG of superior-inferior, as
       the 2D model and the rating slices assume;
     * orientation: index axis 0 must run left-right and index axis 1 anterior-posterior (axes swapped in-plane
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,12 +36,11 @@ BIDS_T2W = re.compile(r"^(sub-[A-Za-z0-9]+(?:_[A-Za-z0-9]+-[A-Za-z0-9]+)*)_T2w\.
 
 @dataclass
 class ScanHeader:
-    """Geometry read from the file header (ITK order x, y, z); `squeeze_4d`: a 4D file holding one volume."""
+    """Geometry read from the file header (ITK order x, y, z)."""
     size: tuple[int, int, int]
     spacing: tuple[float, float, float]
     origin: tuple[float, float, float]
     direction: tuple[float, ...]
-    squeeze_4d: bool = False
 
 
 @dataclass
@@ -78,21 +78,16 @@ def read_header(path: Path) -> ScanHeader:
     except RuntimeError as e:
         raise MfnsInputError(f"{path}: cannot be read as an image ({str(e).strip().splitlines()[-1][:120]})") from None
     dim, size = r.GetDimension(), tuple(int(s) for s in r.GetSize())
-    squeeze = False
-    if dim == 4 and size[3] == 1:
-        squeeze, dim = True, 3
-    if dim == 4 or dim > 4:
+    if dim >= 4:
         raise MfnsInputError(f"{path}: {dim}D image (size {size}); give one 3D T2w volume per file")
     if dim != 3:
         raise MfnsInputError(f"{path}: {dim}D image (size {size}); a 3D T2w volume is needed")
     if r.GetNumberOfComponents() != 1:
         raise MfnsInputError(f"{path}: {r.GetNumberOfComponents()} components per voxel; a grey-value T2w volume is needed")
-    size3 = size[:3]
-    if min(size3) < 3:
-        raise MfnsInputError(f"{path}: size {size3} is a 2D image or a single slice, not a 3D volume")
-    spacing = tuple(float(s) for s in r.GetSpacing()[:3])
-    d_full = np.asarray(r.GetDirection(), dtype=float).reshape(dim if not squeeze else 4, -1)
-    d = d_full[:3, :3]
+    if min(size) < 3:
+        raise MfnsInputError(f"{path}: size {size} is a 2D image or a single slice, not a 3D volume")
+    spacing = tuple(float(s) for s in r.GetSpacing())
+    d = np.asarray(r.GetDirection(), dtype=float).reshape(3, 3)
     cols = d / np.maximum(np.linalg.norm(d, axis=0, keepdims=True), 1e-12)
     tilt = float(np.degrees(np.arccos(min(1.0, abs(cols[2, 2])))))
     if tilt > MAX_TILT_DEG:
@@ -105,7 +100,7 @@ def read_header(path: Path) -> ScanHeader:
     if max(spacing[0], spacing[1]) > ANISOTROPY_TOL * spacing[2]:
         raise MfnsInputError(f"{path}: voxel {spacing[0]:g} x {spacing[1]:g} x {spacing[2]:g} mm is thickest in-plane: "
                              f"a non-axial acquisition stored as axial; give the scan as acquired (axial slices)")
-    return ScanHeader(size3, spacing, tuple(float(o) for o in r.GetOrigin()[:3]), tuple(d.ravel().tolist()), squeeze)
+    return ScanHeader(size, spacing, tuple(float(o) for o in r.GetOrigin()), tuple(d.ravel().tolist()))
 
 
 def _is_bids(folder: Path) -> bool:
@@ -171,22 +166,16 @@ def collect_inputs(items: list[str | Path]) -> list[ScanInput]:
 
 def stage_inputs(scans: list[ScanInput], stage_dir: Path) -> list[Path]:
     """nnU-Net input files for the scans in stage_dir (`scan_0000_0000.nii[.gz]`, ...): symbolic links to the
-    untouched originals (a copy where links are impossible), a 3D copy for a one-volume 4D file."""
+    untouched originals (a copy where links are impossible)."""
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     staged = []
     for i, s in enumerate(scans):
-        if s.header is not None and s.header.squeeze_4d:
-            img = sitk.ReadImage(str(s.path))
-            dst = stage_dir / f"scan_{i:04d}_0000.nii.gz"
-            sitk.WriteImage(img[:, :, :, 0], str(dst), useCompression=True)
-        else:
-            ending = ".nii.gz" if s.path.name.lower().endswith(".nii.gz") else ".nii"
-            dst = stage_dir / f"scan_{i:04d}_0000{ending}"
-            try:
-                os.symlink(s.path.resolve(), dst)
-            except OSError:
-                import shutil
-                shutil.copyfile(s.path, dst)
+        ending = ".nii.gz" if s.path.name.lower().endswith(".nii.gz") else ".nii"
+        dst = stage_dir / f"scan_{i:04d}_0000{ending}"
+        try:
+            os.symlink(s.path.resolve(), dst)
+        except OSError:
+            shutil.copyfile(s.path, dst)
         staged.append(dst)
     return staged
