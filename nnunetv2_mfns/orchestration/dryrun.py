@@ -7,7 +7,7 @@ import shlex
 from typing import TYPE_CHECKING
 
 from nnunetv2_mfns.orchestration.config import CPU_ENV_DEFAULTS, FILE_ENDING, NNUNET_DIRS
-from nnunetv2_mfns.orchestration.digests import DIGEST_FILE, fold_lists, model_mismatch, split_digest
+from nnunetv2_mfns.orchestration.digests import DIGEST_FILE, fold_lists, has_model, model_mismatch, split_digest
 
 if TYPE_CHECKING:  # the pipeline imports this module
     from nnunetv2_mfns.orchestration.pipeline import Pipeline
@@ -50,6 +50,8 @@ def _model_lines(pipe: "Pipeline", m, fold: int, splits) -> list[str]:
     folder = lay.model_folder(m, fold)
     lines = []
     status = pipe.train_status(m, fold)
+    if pipe.cfg.overwrite and has_model(folder):
+        lines.append(f"# --overwrite: mfns-compare moves the model in {folder} to {folder.parent / 'mfns_stale'}/")
     if splits is not None and status != "none":
         why = model_mismatch(folder, split_digest(fold_lists(lay, fold, splits)))
         if why:
