@@ -130,7 +130,11 @@ def render_markdown(out: dict) -> str:
               f"- dataset: phantom profile `{out['dataset']['profile']}`, {out['dataset']['n_subjects']} subjects, "
               f"seed {out['dataset']['seed']}; inference volume {out['dataset']['inference_volume']['file']} "
               f"{'x'.join(map(str, out['dataset']['inference_volume']['shape_zyx']))} voxels (z, y, x) at "
-              f"{' x '.join(f(s) for s in out['dataset']['inference_volume']['spacing_zyx'])} mm",
+              f"{' x '.join(f(s) for s in out['dataset']['inference_volume']['spacing_zyx'])} mm; generation "
+              f"{f(out['dataset']['generate_s'], 0)} s + planning/preprocessing "
+              f"{f(out['dataset']['plan_preprocess_s'], 0)} s" + (" in an earlier run (work folder reused: not in "
+                                                                  "this run's runtime)" if
+                                                                  out['dataset']['reused_from_earlier_run'] else ""),
               f"- repetitions: {out['settings']['reps']} training iterations per figure and method, "
               f"{out['settings']['infer_reps']} predictions per volume figure, after one untimed warm-up each; "
               f"medians; methods interleaved; runtime {q:.1f} min", "",
@@ -224,7 +228,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                                    "nnUNet_def_n_proc", "nnUNet_compile")},
         "load": {"start": list(load_start), "end": list(os.getloadavg())},
         "dataset": {"profile": profile, "n_subjects": n_subjects, "seed": args.seed, "cases": ds["cases"],
-                    "inference_volume": volume, "generate_s": ds["generate_s"],
+                    "inference_volume": volume, "reused_from_earlier_run": ds["reused"], "generate_s": ds["generate_s"],
                     "plan_preprocess_s": ds["plan_preprocess_s"], "plan_command": ds["plan_command"]},
         "settings": {"reps": reps, "infer_reps": infer_reps, "iterations_per_epoch": ITERATIONS_PER_EPOCH,
                      "tile_step_size": 0.5},

@@ -55,7 +55,7 @@ def prepare_dataset(workdir: Path, profile: str, n_subjects: int, seed: int) -> 
     t0 = time.perf_counter()
     if stamp.is_file() and json.loads(stamp.read_text()).get("args") == wanted and (pre / "nnUNetPlans.json").is_file():
         logger.info("reusing dataset in %s", workdir)
-        return json.loads(stamp.read_text())
+        return dict(json.loads(stamp.read_text()), reused=True)
     for p in (raw, pre):
         shutil.rmtree(p, ignore_errors=True)
     generate_cohort(workdir / "raw", n_subjects=n_subjects, seed=seed, profile=profile, dataset_id=DATASET_ID,
@@ -71,7 +71,7 @@ def prepare_dataset(workdir: Path, profile: str, n_subjects: int, seed: int) -> 
     info = {"args": wanted, "raw": str(raw), "cases": cases, "generate_s": t_gen,
             "plan_preprocess_s": time.perf_counter() - t0 - t_gen, "plan_command": " ".join(cmd[1:])}
     stamp.write_text(json.dumps(info))
-    return info
+    return dict(info, reused=False)
 
 
 # ---------------------------------------------------------------- measuring helpers

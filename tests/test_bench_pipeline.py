@@ -49,7 +49,8 @@ def test_json_top_level_fields(tiny_run):
     assert set(out) == TOP_KEYS
     assert out["date_utc"].startswith("20") and "T" in out["date_utc"]
     assert set(out["dataset"]) == {"profile", "n_subjects", "seed", "cases", "inference_volume", "generate_s",
-                                   "plan_preprocess_s", "plan_command"}
+                                   "plan_preprocess_s", "plan_command", "reused_from_earlier_run"}
+    assert out["dataset"]["reused_from_earlier_run"] is False  # a fresh work folder
     assert out["schema"] == "nnunetv2_mfns.bench_pipeline/1" and out["mode"] == "tiny"
     assert "--tiny" in out["command"]
     for pkg in ("python", "torch", "nnunetv2", "dynamic_network_architectures", "numpy", "nnunetv2-mfns"):
