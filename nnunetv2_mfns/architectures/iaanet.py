@@ -35,7 +35,7 @@ Adapted to PVS and to nnU-Net (each choice, its reason and its source: docs/base
   (original 64..512).
 """
 import math
-from typing import List, Optional, Sequence, Type, Union
+from typing import List, Optional, Sequence, Tuple, Type, Union
 
 import numpy as np
 import torch
@@ -69,7 +69,7 @@ def _as_2d(v, name: str) -> List[int]:
     return v
 
 
-def rpn_stages(strides: Sequence, rpn_stride: int = 8):
+def rpn_stages(strides: Sequence, rpn_stride: int = 8) -> Tuple[int, List[int]]:
     """(number of plan stages in the region-proposal trunk, its total stride per axis): the first stages
     until every axis reaches `rpn_stride`, or all of them. The trainer derives the DS scale from it."""
     cumulative = np.cumprod(np.array([_as_2d(s, "strides") for s in strides]), axis=0)
@@ -229,12 +229,12 @@ class IAANet(AbstractDynamicNetworkArchitectures):
         rows = []
         for i, idx in enumerate(kept):  # one sequence per image, as the original (no padding needed)
             logits = self.decoder(feats[i, idx][None], pos[idx][None])[0]  # (T, C)
-            rows.append(background.index_copy(1, idx, logits.t()))
+            rows.append(background.index_copy(1, idx, logits.t().to(background.dtype)))  # autocast: fp16/fp32
         seg = torch.stack(rows).view(b, self.num_classes, h, w)
         if not self.decoder.deep_supervision:
             return seg
         # nnU-Net makes DS targets with round(size * scale); the strided convs give ceil(size / stride)
-        target = [int(round(s / st)) for s, st in zip((h, w), self.rpn_stride)]
+        target = [round(s * scale) for s, scale in zip((h, w), self.get_deep_supervision_scales()[1])]
         if list(objectness.shape[2:]) != target:
             objectness = F.interpolate(objectness, size=target, mode="bilinear", align_corners=False)
         return [seg, objectness]
