@@ -8,8 +8,13 @@ the top of the lateral ventricles (CSO). Here:
   subject; the slice whose centre is nearest to it,
 - ventricle top: found in SUBJECT space: bright CSF (Otsu threshold inside the registered ventricle
   neighbourhood), connected components touching the registered template ventricles, off the midline;
-  the most superior slice with at least `MIN_TOP_AREA_MM2` of it,
-- CSO slice: `round(10 mm / slice spacing)` slices above the ventricle top,
+  the area profile of the (off-midline) ventricle per slice is followed upwards while it tapers; the
+  roof lies between the last slice with at least `MIN_TOP_AREA_MM2` and the next one, where the last
+  step of the taper (area against slice-centre position) extrapolates linearly to zero area (taking the
+  last slice with ventricle as the top was biased one slice low on calibration phantoms, seed 1). A run that stops tapering near the
+  roof (area >= `PLATEAU_RATIO` x the slice below while under `ROOF_FRACTION` of the largest area) is a
+  CSF-like lesion sitting on the roof (a lacune), not ventricle, and ends the walk,
+- CSO slice: the slice whose centre is nearest to 10 mm above the ventricle roof,
 - regions: BG = template BG region minus the subject's ventricles; CSO = white matter (dilated by one
   voxel in-plane) on every slice above the ventricle top; WM = all white matter; brain; hemispheres
   by the template midline (1 = patient left = MNI x < 0, 2 = patient right).
@@ -39,6 +44,8 @@ logger = logging.getLogger(__name__)
 REGIONS = ("BG", "CSO", "WM", "brain")
 CSO_ABOVE_MM = 10.0
 MIN_TOP_AREA_MM2 = 20.0  # ventricle area on a slice from which it counts as "ventricle present"
+PLATEAU_RATIO = 0.8
+ROOF_FRACTION = 0.15
 
 
 @dataclass
@@ -126,13 +133,33 @@ def _ventricles(arr: np.ndarray, labels: np.ndarray, spacing_zyx: np.ndarray, so
     return keep[lab]
 
 
-def _top_slice(vent: np.ndarray, labels: np.ndarray, spacing_zyx: np.ndarray, sign: int) -> int:
+def ventricle_roof(area_mm2: np.ndarray) -> float | None:
+    """Continuous slice position of the ventricle roof from the per-slice ventricle area, slices ordered
+    inferior -> superior (see the module doc); None if no slice has `MIN_TOP_AREA_MM2`."""
+    a = np.asarray(area_mm2, dtype=np.float64)
+    if not np.any(a >= MIN_TOP_AREA_MM2):
+        return None
+    k = int(np.argmax(a))
+    peak = a[k]
+    while k + 1 < len(a) and a[k + 1] >= MIN_TOP_AREA_MM2:
+        if a[k + 1] < ROOF_FRACTION * peak and a[k + 1] >= PLATEAU_RATIO * a[k]:
+            break  # stops tapering under the roof: a lesion on top of the ventricle
+        k += 1
+    below = a[k - 1] if k > 0 else a[k]
+    step = below - a[k]
+    # area against slice-centre position, extrapolated to zero: the roof lies `frac` slices above k
+    frac = float(np.clip(a[k] / step, 0.0, 1.0)) if step > 0 else 0.5
+    return k + frac
+
+
+def _roof(vent: np.ndarray, labels: np.ndarray, spacing_zyx: np.ndarray, sign: int) -> float | None:
+    """Roof of the lateral ventricles as a continuous index along axis 0 (None if not found)."""
     lateral = vent & ((labels & LATERAL) > 0)
     area = lateral.sum(axis=(1, 2)) * float(spacing_zyx[1] * spacing_zyx[2])
-    present = np.flatnonzero(area >= MIN_TOP_AREA_MM2)
-    if not len(present):
-        return -1
-    return int(present.max() if sign > 0 else present.min())
+    if sign > 0:
+        return ventricle_roof(area)
+    r = ventricle_roof(area[::-1])
+    return None if r is None else len(area) - 1 - r
 
 
 def locate_rating_slices(image: sitk.Image | str | Path, *, manual_slices: dict | None = None, deformable: bool = False,
@@ -155,6 +182,12 @@ def locate_rating_slices(image: sitk.Image | str | Path, *, manual_slices: dict 
     tpl = load_mni_template()
     labels = sitk.GetArrayFromImage(sitk.Resample(tpl.labels, image, reg.transform, sitk.sitkNearestNeighbor, 0,
                                                   sitk.sitkUInt8))
+    if reg.local_transform is not reg.transform:
+        # deep-brain definitions (BG, ventricles) from the deep-brain refinement, the rest whole-brain
+        deep_bits = np.uint8(BG | VENT_NEAR | VENT | LATERAL)
+        deep = sitk.GetArrayFromImage(sitk.Resample(tpl.labels, image, reg.local_transform, sitk.sitkNearestNeighbor,
+                                                    0, sitk.sitkUInt8))
+        labels = (labels & ~deep_bits) | (deep & deep_bits)
     spacing_zyx = np.asarray(image.GetSpacing()[::-1], dtype=np.float64)
     sign = _superior_sign(image)
     brain = (labels & BRAIN) > 0
@@ -162,15 +195,16 @@ def locate_rating_slices(image: sitk.Image | str | Path, *, manual_slices: dict 
         raise MfnsInputError(f"{source}: no brain in view (under 20 ml of brain after registration)")
 
     # BG slice: the anterior commissure
-    ac = _template_point_to_subject(reg.transform, tpl.ac_lps)
+    ac = _template_point_to_subject(reg.local_transform, tpl.ac_lps)
     bg_auto = int(np.floor(image.TransformPhysicalPointToContinuousIndex(ac.tolist())[2] + 0.5))
 
     # CSO slice: 1 cm above the top of the subject's lateral ventricles
     vent = _ventricles(arr, labels, spacing_zyx, source)
-    top = _top_slice(vent, labels, spacing_zyx, sign)
-    if top < 0:
+    roof = _roof(vent, labels, spacing_zyx, sign)
+    if roof is None:
         raise MfnsInputError(f"{source}: the top of the lateral ventricles was not found in the field of view")
-    cso_auto = top + sign * int(round(CSO_ABOVE_MM / spacing_zyx[0]))
+    top = int(np.floor(roof + 0.5))
+    cso_auto = int(np.floor(roof + sign * CSO_ABOVE_MM / spacing_zyx[0] + 0.5))
 
     auto = {"BG": bg_auto if 0 <= bg_auto < n_slices else None, "CSO": cso_auto if 0 <= cso_auto < n_slices else None}
     chosen, src = {}, {}

@@ -10,7 +10,11 @@ direction needed to pull template labels onto the subject grid. Steps, all on do
 2. exhaustive search over superior-inferior shift and pitch (a partial-brain slab or a tilted head
    defeats the centre of mass along z; MI is evaluated on a coarse grid),
 3. affine, Mattes mutual information, 3 resolution levels (optionally a B-spline on top),
-4. quality: Mattes MI before/after and the normalised correlation between subject and warped
+4. local refinement: a second affine restricted to a sphere of `LOCAL_RADIUS_MM` around the deep brain
+   (basal ganglia, thalami, lateral ventricles); the whole-brain affine cannot follow local anatomical
+   differences of a few mm there, and the BG slice (anterior commissure), the BG region and the ventricle
+   search live there,
+5. quality: Mattes MI before/after and the normalised correlation between subject and warped
    template inside the template brain; a correlation below `MIN_NCC` is a failed registration.
 """
 from __future__ import annotations
@@ -33,6 +37,10 @@ REG_MM = 2.0  # in-plane voxel size of the registration copies
 MIN_NCC = 0.5  # template/subject correlation inside the brain below which registration failed
 MAX_AXIAL_TILT_DEG = 45.0  # slice normal vs the patient's superior-inferior axis
 MIN_BRAIN_ML = 20.0  # brain volume in view below which there is no brain to rate
+# deep-brain sphere of the local refinement: MNI (0, -8, 8) mm (RAS), 40 mm radius, covers the AC
+# (0, 2, -4), the basal ganglia and thalami (z -12..24) and the bodies of the lateral ventricles
+LOCAL_CENTRE_LPS = (0.0, 8.0, 8.0)
+LOCAL_RADIUS_MM = 40.0
 
 
 def read_t2w(path: str | Path) -> sitk.Image:
@@ -87,9 +95,11 @@ def image_array(image: sitk.Image, source: str = "image") -> np.ndarray:
 
 @dataclass
 class RegistrationResult:
-    """`transform` maps subject physical points (LPS mm) to template physical points."""
+    """`transform` maps subject physical points (LPS mm) to template physical points (whole brain);
+    `local_transform` does the same, refined on the deep brain (use it for the AC, BG and ventricles)."""
 
     transform: sitk.Transform
+    local_transform: sitk.Transform
     info: dict = field(default_factory=dict)
 
 
@@ -218,6 +228,7 @@ def register_to_mni(image: sitk.Image, *, deformable: bool = False, seed: int = 
         tf = sitk.CompositeTransform([aff, bs])
         kind = "affine+bspline"
 
+    local = _refine_deep(fixed, tpl, tf, seed)
     mi_after = _mi(fixed, tpl.t2, tf, seed)
     ncc, brain_ml = _ncc_in_brain(fixed, tpl, tf)
     ok = ncc >= MIN_NCC and brain_ml >= MIN_BRAIN_ML
@@ -234,4 +245,33 @@ def register_to_mni(image: sitk.Image, *, deformable: bool = False, seed: int = 
     if not ok:
         raise MfnsInputError(f"{source}: registration to MNI152 failed (correlation {ncc:.2f} < {MIN_NCC} "
                              "inside the brain); give the rating slices by hand or check the scan")
-    return RegistrationResult(transform=tf, info=info)
+    return RegistrationResult(transform=tf, local_transform=local, info=info)
+
+
+def _refine_deep(fixed: sitk.Image, tpl: MniTemplate, tf: sitk.Transform, seed: int) -> sitk.Transform:
+    """Affine refinement on a fixed-image sphere around the deep brain (see the module doc, step 4)."""
+    if isinstance(tf, sitk.CompositeTransform):  # the B-spline already follows local differences
+        return tf
+    affine = tf
+    centre = np.asarray(affine.GetInverse().TransformPoint(LOCAL_CENTRE_LPS))
+    size = fixed.GetSize()
+    idx = np.stack(np.meshgrid(*[np.arange(n) for n in size], indexing="ij"), -1).reshape(-1, 3)
+    d = np.asarray(fixed.GetDirection()).reshape(3, 3)
+    pts = np.asarray(fixed.GetOrigin()) + (idx * np.asarray(fixed.GetSpacing())) @ d.T
+    inside = (np.linalg.norm(pts - centre, axis=1) <= LOCAL_RADIUS_MM).reshape(size)  # (x, y, z)
+    if inside.sum() < 200:  # deep brain not in view (e.g. a thin slab): keep the whole-brain transform
+        return tf
+    mask = sitk.GetImageFromArray(np.ascontiguousarray(inside.transpose(2, 1, 0)).astype(np.uint8))
+    mask.CopyInformation(fixed)
+    local = sitk.AffineTransform(affine)
+    reg = _metric_method(seed, 0.5)
+    reg.SetMetricFixedMask(mask)
+    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=100,
+                                                 relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
+    reg.SetOptimizerScalesFromPhysicalShift()
+    reg.SetShrinkFactorsPerLevel([2, 1])
+    reg.SetSmoothingSigmasPerLevel([2.0, 0.0])
+    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    reg.SetInitialTransform(local, inPlace=True)
+    reg.Execute(fixed, tpl.t2)
+    return local

@@ -43,7 +43,7 @@ def located(subject):
     return locate_rating_slices(img, manual_slices={"BG": manual_bg}, seed=0, source="PVS_002"), manual_bg
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(900)
 def test_automatic_slices_and_regions(subject, located):
     img, true_slices, truth = subject
     res, _ = located
@@ -66,7 +66,7 @@ def test_automatic_slices_and_regions(subject, located):
     assert xs[0] > xs[1]
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(900)
 def test_manual_index_overrides(subject, located):
     res, manual_bg = located
     assert res.bg_slice == manual_bg and res.slice_source["BG"] == "manual"
@@ -140,7 +140,7 @@ def test_refuses_bad_manual_index():
         locate_rating_slices(img, manual_slices={"CSO": 30}, source="x")
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(900)
 def test_failed_registration_is_an_error():
     # noise has signal but no brain: the registration must be reported as failed, not used
     img = sitk.AdditiveGaussianNoise(_blank(size=(60, 60, 40)), 100.0, 500.0, 3)
