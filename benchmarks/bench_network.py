@@ -140,7 +140,7 @@ def _memory_worker(plan_name: str, model_name: str, seed: int, batch: int, threa
 
     torch.set_num_threads(threads)
     net = build_model(plan_name, model_name, seed)
-    x, y = make_batch(batch, PLANS[plan_name][2], seed)
+    x, y = make_batch(batch, _size(plan_name), seed)
     before = _peak_rss_kib()
     train_step(net, x, y)
     after = _peak_rss_kib()
@@ -151,7 +151,8 @@ def measure_memory(plan_name: str, model_name: str, seed: int, batch: int, threa
     """Peak RSS growth (MiB) of one forward+backward, in a fresh interpreter so earlier models do not count."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     cmd = [sys.executable, os.path.abspath(__file__), "--memory-worker", plan_name, model_name,
-           "--seed", str(seed), "--batch", str(batch), "--threads", str(threads)]
+           "--seed", str(seed), "--batch", str(batch), "--threads", str(threads),
+           "--size", str(_SIZE_OVERRIDE.get("size", 0))]
     res = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if res.returncode != 0:
         raise RuntimeError(f"memory worker for {plan_name}/{model_name} failed:\n{res.stderr[-2000:]}")
@@ -192,7 +193,7 @@ def benchmark_plan(plan_name: str, seed: int, reps: int, batch: int, threads: in
                    models: Optional[List[str]] = None) -> List[dict]:
     import torch
 
-    size = PLANS[plan_name][2]
+    size = _size(plan_name)
     rows = []
     nets = {}
     for model_name in models or list(MODELS):
@@ -225,6 +226,16 @@ def benchmark_plan(plan_name: str, seed: int, reps: int, batch: int, threads: in
     return rows
 
 
+# --size overrides the timing size of every plan (e.g. 128 on a loaded machine; MACs scale with the area)
+_SIZE_OVERRIDE: Dict[str, int] = {}
+
+
+def _size(plan_name: str) -> tuple:
+    size = PLANS[plan_name][2]
+    n = _SIZE_OVERRIDE.get("size")
+    return tuple([n] * len(size)) if n else size
+
+
 def _ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b > 0 else "n/a"
 
@@ -251,6 +262,8 @@ def render_markdown(results: Dict[str, List[dict]], meta: dict) -> str:
         desc, kwargs, size = PLANS[plan_name]
         plain = next(r for r in rows if r["model"] == "PlainConvUNet")
         p_wall, p_cpu = statistics.median(plain["wall"]), statistics.median(plain["cpu"])
+        if _SIZE_OVERRIDE.get("size"):
+            desc += f" (this run: timed at {'x'.join(map(str, _size(plan_name)))} instead, --size)"
         lines += [f"## {plan_name}", "", desc + ".", "",
                   "| model | rows built | DS outputs | params (M) | params / plain | fwd GMACs (b1) | "
                   "fwd+bwd wall median (min-max) s | wall / plain | fwd+bwd CPU median s | CPU / plain | "
@@ -307,8 +320,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--plans", default=",".join(PLANS), help="comma-separated plans (default: all)")
     parser.add_argument("--models", default=",".join(MODELS),
                         help="comma-separated models (default: all; PlainConvUNet is always added as the reference)")
+    parser.add_argument("--size", type=int, default=0,
+                        help="time every plan at size^dim instead of its own size (0: the plan's; passed to workers)")
     parser.add_argument("--memory-worker", nargs=2, metavar=("PLAN", "MODEL"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.size:
+        _SIZE_OVERRIDE["size"] = args.size
     try:
         if args.reps < 1:
             raise MfnsInputError(f"--reps must be >= 1, got {args.reps}")

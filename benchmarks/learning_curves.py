@@ -296,11 +296,12 @@ def plot(curves: Dict[str, List[dict]], png: Path, title: str) -> None:
     axes[0].set_xlabel("training iterations")
     axes[1].set_xlabel("training CPU seconds (process time, evaluation excluded)")
     for ax in axes:
-        ax.set_ylabel("DSC (solid: our evaluation, held-out cases; dotted: nnU-Net pseudo-Dice)")
+        ax.set_ylabel("DSC")
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(f"{title}\nsolid: DSC of our evaluation on the held-out cases; dotted: nnU-Net pseudo-Dice "
+                 "(validation iterations)", fontsize=9)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)

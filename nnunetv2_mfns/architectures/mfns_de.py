@@ -39,6 +39,15 @@ docs/results/network_benchmark.md, 256x256): 6.8 M parameters (0.20x PlainConvUN
 (2.6x), about 3.2x the forward+backward CPU time and 3.7x the activation memory. The width cap mostly
 saves parameters; the compute sits in the full-resolution row, which the cap does not touch.
 
+Switches (all off = the faithful build used since the start; each has a trainer in
+trainers/variants_network.py and a test in tests/test_network.py):
+- ``node_block="res_cbam"``: DNANet's Res-CBAM node, ``nonlin(CBAM(convs(x)) + shortcut(x))`` (nested_blocks).
+- ``attention_init="neutral"``: gate logit layers shrunk after He init, gates start at ~0.5 (attention).
+- ``attention_from_row=1``: no attention on the full-resolution row and the fusion block.
+- ``input_projection=True``: each node's first conv 1x1 (the `fast` variant's MAC cut; not the paper's).
+- ``checkpoint_nodes=True``: activation checkpointing of nodes and fusion (same numbers, less memory).
+The decoder (grid, fusion, heads) is in nested_decoder.py, the node blocks in nested_blocks.py.
+
 Output sizes. Row shapes follow the strided convs (ceil division). nnU-Net makes the deep-supervision
 targets with ``round(size * scale)`` (``DownsampleSegForDSTransform``); where the two differ (only for
 patch sizes not divisible by the total stride) a head's logits are resized (bilinear/trilinear) to the
