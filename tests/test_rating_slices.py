@@ -179,3 +179,14 @@ def test_counts_use_automatic_slices_when_subjects_json_has_none(subject, locate
     for region, idx in (("BG", auto.bg_slice), ("CSO", auto.cso_slice)):
         got = df[(df.region == region) & (df.side == "total")]["count"].item()
         assert got == count_slice(lab[idx], auto.regions[region][idx])["total"]
+
+
+def test_ventricle_roof_from_area_profile():
+    from nnunetv2_mfns.evaluation.rating_slices import ventricle_roof
+
+    # tapering roof: last step 164 -> 56 mm^2 extrapolates to zero 0.52 slices above slice 3
+    assert ventricle_roof(np.array([900.0, 420, 164, 56, 0, 0])) == pytest.approx(3 + 56 / 108)
+    # a CSF-like lesion sitting on the roof (area stops tapering under 15% of the peak) is not ventricle
+    lacune = np.array([1788.0, 1617, 1301, 799, 370, 88, 82, 67, 21, 0])
+    assert ventricle_roof(lacune) == pytest.approx(5 + 88 / 282)
+    assert ventricle_roof(np.array([5.0, 10, 0])) is None  # nothing reaches the minimum area
