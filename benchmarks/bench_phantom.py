@@ -29,7 +29,7 @@ def _worker(profile: str, montage: str | None) -> dict:
     from nnunetv2_mfns.dataset_conversion.phantom import SubjectSpec, simulate_subject
     from nnunetv2_mfns.dataset_conversion.phantom.anatomy import load_template
     from nnunetv2_mfns.dataset_conversion.phantom.cohort import _write
-    from nnunetv2_mfns.dataset_conversion.phantom.measure import inplane_widths, lengths_3d
+    from nnunetv2_mfns.dataset_conversion.phantom.measure import inplane_lengths, inplane_widths, lengths_3d
 
     t0 = time.perf_counter()
     load_template()
@@ -46,6 +46,11 @@ def _worker(profile: str, montage: str | None) -> dict:
     t_write = time.perf_counter() - t0
     widths = inplane_widths(res.label, res.grid.spacing)
     lengths = lengths_3d(res.label, res.grid.spacing)
+    px = res.grid.spacing[1]
+    k = res.rating_slices["CSO"]
+    cso_len = inplane_lengths(res.label[k] * res.regions["CSO"][k], res.grid.spacing[1:])
+    edge = np.zeros(res.image.shape[1:], bool)
+    edge[[0, -1], :] = edge[:, [0, -1]] = True
     out = {"profile": profile, "shape_zyx": list(res.image.shape), "spacing_zyx": list(res.grid.spacing),
            "template_s": round(t_tpl, 2), "subject_s": round(t_sim, 2), "subject_cpu_s": round(c_sim, 2),
            "write_s": round(t_write, 2), "load_avg_1min": round(os.getloadavg()[0], 2),
@@ -56,6 +61,13 @@ def _worker(profile: str, montage: str | None) -> dict:
                                          round(float(np.percentile(widths, 95)), 2)],
            "label_length_mm_median_p95": [round(float(np.median(lengths)), 2),
                                           round(float(np.percentile(lengths, 95)), 2)],
+           "label_width_px_median_p95": [round(float(np.median(widths)) / px, 2),
+                                         round(float(np.percentile(widths, 95)) / px, 2)],
+           "cso_slice_inplane_length_px_median_p90_max": [round(float(np.median(cso_len)) / px, 1),
+                                                         round(float(np.percentile(cso_len, 90)) / px, 1),
+                                                         round(float(cso_len.max()) / px, 1)],
+           "rating_regions_touch_fov_edge": {r: bool((res.regions[r][res.rating_slices[r]] > 0)[edge].any())
+                                             for r in ("BG", "CSO")},
            "cpu_count": os.cpu_count()}
     if montage:
         _montage(res, Path(montage))
@@ -98,7 +110,7 @@ def _montage(res, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--profiles", nargs="+", default=["demo", "realistic"])
+    p.add_argument("--profiles", nargs="+", default=["demo", "study", "realistic"])
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--montage", default=None, help="write the realistic subject's montage PNG here")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
@@ -126,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(r["profile"], json.dumps({k: r[k] for k in ("true_counts", "rater_counts", "n_pvs", "n_confounders",
                                                            "label_width_mm_median_p95", "label_length_mm_median_p95",
+                                                           "label_width_px_median_p95",
+                                                           "cso_slice_inplane_length_px_median_p90_max",
+                                                           "rating_regions_touch_fov_edge",
                                                            "files_mib", "process_wall_s", "load_avg_1min")}))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1) + "\n")

@@ -22,8 +22,9 @@ from nnunetv2_mfns.dataset_conversion.phantom import (SubjectSpec, generate_coho
                                                       make_demographics, simulate_subject)
 from nnunetv2_mfns.dataset_conversion.phantom import cohort as cohort_mod  # noqa: E402
 from nnunetv2_mfns.dataset_conversion.phantom.anatomy import AC_MNI_ZYX, load_template  # noqa: E402
-from nnunetv2_mfns.dataset_conversion.phantom.measure import (elongation_2d, inplane_widths,  # noqa: E402
-                                                              lengths_3d)
+from nnunetv2_mfns.dataset_conversion.phantom.measure import (elongation_2d, inplane_lengths,  # noqa: E402
+                                                              inplane_widths, lengths_3d)
+from nnunetv2_mfns.dataset_conversion.phantom.raters import DEFAULT_RATERS, rater_count  # noqa: E402
 from nnunetv2_mfns.errors import MfnsInputError  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
@@ -144,10 +145,38 @@ def test_raters_correlate_with_truth_but_differ(subjects5):
         truth = np.array([e["true_counts"][r] for e in subs])
         r1 = np.array([e["rater_counts"]["rater1"][r] for e in subs])
         r2 = np.array([e["rater_counts"]["rater2"][r] for e in subs])
-        assert spearmanr(truth, r1)[0] > 0.7 and spearmanr(truth, r2)[0] > 0.7, r
+        # 5 subjects: rs moves in steps of 0.1; the 20-subject calibration is in docs/phantom.md
+        assert spearmanr(truth, r1)[0] >= 0.6 and spearmanr(truth, r2)[0] >= 0.6, r
         assert not np.array_equal(truth, r1) and not np.array_equal(truth, r2) and not np.array_equal(r1, r2)
-    # raters miss faint/small PVS: on the dense CSO slice they count fewer than the truth overall
-    assert sum(e["rater_counts"]["rater1"]["CSO"] for e in subs) < sum(e["true_counts"]["CSO"] for e in subs)
+
+
+def test_raters_read_the_acquired_image_lower_snr_lower_counts():
+    """Issue 11 item 4: the same subject acquired at a much lower SNR gets lower rater counts while its
+    truth (label, true counts) is unchanged. The old raters thinned the label's components using
+    noise-free contrast, so their counts did not depend on the noise at all."""
+    spec = SubjectSpec("PVS_001", "sub-001", 74.0, "M", seed=11, index=0)
+    clean = simulate_subject(spec, get_profile("demo", snr=40.0))
+    noisy = simulate_subject(spec, get_profile("demo", snr=6.0))
+    assert np.array_equal(clean.label, noisy.label) and clean.true_counts == noisy.true_counts
+    for rater in ("rater1", "rater2"):
+        assert sum(noisy.rater_counts[rater].values()) < sum(clean.rater_counts[rater].values()), rater
+
+
+def test_rater_misses_faint_pvs_and_ignores_lacunes():
+    """A synthetic 0.5 mm slice: 1 x 5 mm lines of rising contrast and one 6 mm CSF blob (lacune)."""
+    img = np.full((160, 160), 400.0)
+    contrasts = [0.02, 0.04, 0.6, 0.8, 1.0, 1.2]
+    for k, c in enumerate(contrasts):
+        img[20 + 20 * k: 22 + 20 * k, 30:40] += 400.0 * c
+    img[60:72, 100:112] += 800.0
+    region = np.zeros(img.shape, bool)
+    region[10:150, 10:150] = True
+    rng = np.random.default_rng(0)
+    acquired = np.hypot(img + rng.normal(0, 10, img.shape), rng.normal(0, 10, img.shape))  # Rician, SNR 40
+    for rater in DEFAULT_RATERS:
+        # the four bright lines are counted; the two faint ones and the lacune are not
+        assert rater_count(np.random.default_rng(1), acquired, region, 0.5, rater) == 4, rater.name
+    assert rater_count(np.random.default_rng(1), acquired, np.zeros_like(region), 0.5, DEFAULT_RATERS[0]) == 0
 
 
 def test_burden_rises_with_age(subjects5):
@@ -194,6 +223,31 @@ def test_pvs_shape_measured_from_label(realistic_small):
     core = res.pvs_frac > 0.8
     wm = (res.pvs_frac == 0) & (res.conf_frac == 0) & (res.regions["CSO"] > 0)
     assert np.median(res.image[core]) > 1.5 * np.median(res.image[wm])
+
+
+@pytest.fixture(scope="module")
+def study_subject():
+    return simulate_subject(SubjectSpec("PVS_001", "sub-001", 70.0, "F", seed=0, index=0), "study")
+
+
+def test_study_profile_geometry(study_subject):
+    """Issue 10 item 1: 0.9 mm pixels, brain-cropped FOV, a slab around the rating slices; a typical PVS
+    at least one pixel wide and long CSO PVS lines several pixels long on the CSO rating slice."""
+    res = study_subject
+    assert res.image.shape == (28, 192, 160) and res.grid.spacing == (2.0, 0.9, 0.9)
+    for r in ("BG", "CSO"):
+        k = res.rating_slices[r]
+        assert 1 <= k <= res.image.shape[0] - 2, (r, k)
+        on_slice = res.regions[r][k] > 0
+        assert on_slice.any()
+        edge = np.zeros(on_slice.shape, bool)
+        edge[[0, -1], :] = edge[:, [0, -1]] = True
+        assert not on_slice[edge].any(), f"{r} rating region cut by the field of view"
+    widths = inplane_widths(res.label, res.grid.spacing)
+    assert np.median(widths) >= 0.9, np.median(widths)
+    k = res.rating_slices["CSO"]
+    lengths_px = inplane_lengths(res.label[k] * res.regions["CSO"][k], res.grid.spacing[1:]) / 0.9
+    assert len(lengths_px) >= 20 and np.percentile(lengths_px, 90) >= 5.0, np.percentile(lengths_px, 90)
 
 
 def test_measurement_helpers_on_known_shapes():

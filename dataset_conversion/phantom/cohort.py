@@ -22,7 +22,7 @@ from .acquisition import Grid, Profile, add_rician_noise, bias_field, get_profil
 from .anatomy import CORTEX, DEEP_GM, VENTRICLE, WM, Contrast, SubjectTransform
 from .confounders import ConfounderRecord, place_confounders
 from .pvs import TISSUE_FOR_REGION, PVSParams, PVSRecord, bg_direction_fn, cso_direction_fn, place_pvs
-from .raters import DEFAULT_RATERS, raters_as_dict, simulate_rater_counts, true_count
+from .raters import DEFAULT_RATERS, rate_subject, raters_as_dict, true_count
 
 logger = logging.getLogger(__name__)
 
@@ -160,13 +160,19 @@ def _inward_field(codes: np.ndarray, grid: Grid, in_plane: bool = False):
     return lookup, k
 
 
+def subject_rngs(seed: int, index: int) -> list[np.random.Generator]:
+    """The six independent random streams of one subject: transform, anatomy, confounders, PVS,
+    acquisition, raters (so the raters can change without changing any image)."""
+    streams = np.random.SeedSequence(seed, spawn_key=(1, index)).spawn(6)
+    return [np.random.default_rng(s) for s in streams]
+
+
 def simulate_subject(spec: SubjectSpec, profile: Profile | str = "demo", contrast: Contrast = Contrast(),
                      pvs_params: PVSParams = PVSParams(), burden: BurdenModel = BurdenModel()) -> SubjectResult:
     """Simulates one subject: anatomy, confounders, PVS, acquisition, label, regions and counts."""
     profile = get_profile(profile)
     tpl = anatomy.load_template()
-    streams = np.random.SeedSequence(spec.seed, spawn_key=(1, spec.index)).spawn(6)
-    r_tf, r_anat, r_conf, r_pvs, r_acq, r_rate = (np.random.default_rng(s) for s in streams)
+    r_tf, r_anat, r_conf, r_pvs, r_acq, r_rate = subject_rngs(spec.seed, spec.index)
 
     tf = SubjectTransform.random(r_tf)
     # atrophy rises with age (ventricle and sulcal widening), with individual spread
@@ -244,7 +250,6 @@ def simulate_subject(spec: SubjectSpec, profile: Profile | str = "demo", contras
     # image formation: partial-volume mixing, bias field, global scale, Rician noise
     obj = np.clip(scene.pvs_frac + scene.conf_frac, 0, 1)
     clean = (1.0 - obj) * tissue + scene.pvs_sig + scene.conf_sig
-    rel_contrast = (scene.pvs_sig - scene.pvs_frac * tissue) / np.maximum(tissue, 1.0)
     scale = float(np.exp(r_acq.uniform(np.log(0.5), np.log(2.0))))
     bias = bias_field(grid.shape, grid.spacing, r_acq, profile.bias_strength)
     sigma = scale * contrast.wm / profile.snr
@@ -253,10 +258,8 @@ def simulate_subject(spec: SubjectSpec, profile: Profile | str = "demo", contras
 
     regions = {"BG": region_bg.astype(np.uint8), "CSO": region_cso.astype(np.uint8)}
     truth = {r: true_count(label, regions[r], rating[r]) for r in ("BG", "CSO")}
-    pix = grid.spacing[1] * grid.spacing[2]
-    per_region = {r: simulate_rater_counts(r_rate, label, regions[r], rating[r], rel_contrast,
-                                           scene.conf_frac > 0, pix) for r in ("BG", "CSO")}
-    raters = {name: {r: per_region[r][name] for r in ("BG", "CSO")} for name in per_region["BG"]}
+    # Raters read the acquired image (in-plane pixels are square in every profile).
+    raters = rate_subject(r_rate, image, regions, rating, float(grid.spacing[1]))
     details = {"atrophy": round(atrophy, 4), "transform": tf.as_dict(), "global_scale": round(scale, 5),
                "noise_sigma": round(sigma, 5), "pvs_density_per_cm3": {"BG": round(float(dens_bg), 4),
                                                                        "CSO": round(float(dens_cso), 4)},

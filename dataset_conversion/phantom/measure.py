@@ -62,3 +62,17 @@ def elongation_2d(mask2d: np.ndarray, spacing_yx: tuple[float, float]) -> np.nda
         w = _principal(pts)[0] if len(pts) > 1 else np.zeros(2)
         out.append(float(np.sqrt((12 * max(w[1], 0) + px2) / (12 * max(w[0], 0) + px2))))
     return np.asarray(out)
+
+
+def inplane_lengths(mask2d: np.ndarray, spacing_yx: tuple[float, float]) -> np.ndarray:
+    """In-plane length (mm) of every 2D component: sqrt(12 * largest principal variance + pixel^2),
+    exact for a straight band (the long extent of a PVS seen as a line on an axial slice)."""
+    lab, _ = ndimage.label(mask2d > 0, structure=np.ones((3, 3), bool))
+    px2 = spacing_yx[0] * spacing_yx[1]
+    out = []
+    for i, sls in enumerate(ndimage.find_objects(lab), start=1):
+        yy, xx = np.nonzero(lab[sls] == i)
+        pts = np.stack([yy * spacing_yx[0], xx * spacing_yx[1]], axis=1)
+        w = _principal(pts)[0] if len(pts) > 1 else np.zeros(2)
+        out.append(float(np.sqrt(12.0 * max(w[-1], 0.0) + px2)))
+    return np.asarray(out)
