@@ -238,3 +238,15 @@ def test_trisegnet_trainer_recipe_and_ds_pairing(n_stages, patch, channels, clas
                                                                   channels, classes, enable_deep_supervision=False)
     inference.load_state_dict(tr.network.state_dict(), strict=True)
     assert nnUNetTrainerTriSegNet_ci(make_plans(), "2d", 0, DATASET_JSON, torch.device("cpu")).num_epochs == 1
+
+
+def test_checkpoints_from_before_the_shared_recipe_still_resume():
+    """Optimizer states saved before param groups carried `lr_scale` load and follow the same schedule."""
+    old, new = build(nnUNetTrainerMfNSDe), build(nnUNetTrainerMfNSDe)
+    state = old.optimizer.state_dict()
+    for group in state["param_groups"]:
+        del group["lr_scale"]
+    new.optimizer.load_state_dict(state)
+    new.network.load_state_dict(old.network.state_dict(), strict=True)
+    new.lr_scheduler.step(500)
+    assert new.optimizer.param_groups[0]["lr"] == pytest.approx((0.05 + 1e-5) / 2, rel=1e-3)
