@@ -321,8 +321,9 @@ def write_outputs(work: Path, out: Path, meta: dict) -> None:
     curves = summarise(rows)
     plot(curves, out / "learning_curves.png", meta.get("title", "learning curves"))
     groups = sorted({r["group"] for r in rows})
+    commands = meta.get("commands") or [meta.get("command", "")]
     lines = [f"# Learning curves: {meta.get('title', '')}", "",
-             f"- command: `{meta.get('command', '')}`",
+             "- command(s): " + "; ".join(f"`{c}`" for c in commands),
              f"- seed: {meta.get('seed')} (phantom, splits, training; a resumed run reseeds with seed + epoch)",
              f"- machine: {meta.get('machine', '')}; load average at start / end: {meta.get('load_start', '?')} / "
              f"{meta.get('load_end', '?')}", f"- versions: {meta.get('versions', '')}",
@@ -334,14 +335,19 @@ def write_outputs(work: Path, out: Path, meta: dict) -> None:
              "| method | eval points | final DSC (all) | " + " | ".join(f"final DSC {g}" for g in groups) +
              " | final SEN / PPV (all) | plateau (mean of last 3) | iterations to 95% of plateau | CPU s per iteration |",
              "|---|---|---|" + "---|" * len(groups) + "---|---|---|---|"]
+    budget_its = max(p["iterations"] for pts in curves.values() for p in pts)
     for method, pts in curves.items():
         plateau, reach = plateau_stats(pts)
         last = pts[-1]
+        if last["iterations"] < budget_its:  # stopped early: no plateau to speak of
+            plateau_txt, reach_txt = f"n/a (curve ends at {last['iterations']} of {budget_its} iterations)", "n/a"
+        else:
+            plateau_txt, reach_txt = f"{plateau:.3f}", str(reach)
         sen = sum(last[f"sen_{g}"] for g in groups if f"sen_{g}" in last) / len(groups)
         ppv = sum(last[f"ppv_{g}"] for g in groups if f"ppv_{g}" in last) / len(groups)
         lines.append(f"| {method} | {len(pts)} | {last['dsc_all']:.3f} | " +
                      " | ".join(f"{last.get(f'dsc_{g}', float('nan')):.3f}" for g in groups) +
-                     f" | {sen:.3f} / {ppv:.3f} | {plateau:.3f} | {reach} | {last['cpu_s'] / last['iterations']:.2f} |")
+                     f" | {sen:.3f} / {ppv:.3f} | {plateau_txt} | {reach_txt} | {last['cpu_s'] / last['iterations']:.2f} |")
     lines += ["", "## DSC (all held-out cases) by iteration", "",
               "| iterations | " + " | ".join(curves) + " |", "|---|" + "---|" * len(curves)]
     its = sorted({p["iterations"] for pts in curves.values() for p in pts})
