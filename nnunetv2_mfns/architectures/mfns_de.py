@@ -36,8 +36,13 @@ built; ``get_deep_supervision_scales()`` gives the matching nnU-Net deep-supervi
 trainer must use instead of nnU-Net's default (that one assumes ``n_stages - 1`` outputs).
 Measured with the defaults on nnU-Net's 7-stage 32..512 2d plan (benchmarks/bench_network.py,
 docs/results/network_benchmark.md, 256x256): 6.8 M parameters (0.20x PlainConvUNet), 38.8 GMACs
-(2.6x), about 3.2x the forward+backward CPU time and 3.7x the activation memory. The width cap mostly
-saves parameters; the compute sits in the full-resolution row, which the cap does not touch.
+(2.6x), about 3.2x the forward+backward CPU time and 3.7x the activation memory; at 128x128 (2026-11-25
+run, loaded box) 2.6x the CPU time and 2.1x the memory. The width cap mostly saves parameters; the compute
+sits in the nested rows 0 and 1 (60% of the MACs, profile in network_benchmark.md), which the cap does not
+touch, and 63% of a training step is convolution, so no numerics-preserving trick (channels_last, split
+convs instead of concatenation, fused gates: each measured there) gets near nnU-Net's 2x goal. The
+``input_projection`` + ``attention_from_row=1`` variant (``_Fast``, a different network) does: 0.35x the
+MACs, 1.56x PlainConvUNet's CPU time, 1.58x its memory (128x128).
 
 Switches (all off = the faithful build used since the start; each has a trainer in
 trainers/variants_network.py and a test in tests/test_network.py):
