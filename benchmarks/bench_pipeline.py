@@ -108,6 +108,7 @@ def _device_info(device) -> dict:
 
 def render_markdown(out: dict) -> str:
     f = lambda v, d=2: f"{v:.{d}f}"  # noqa: E731
+    mm = lambda r, key, d=2: f"{r[key]:.{d}f} ({r[key + '_min']:.{d}f})"  # noqa: E731  median (fastest)
     dev = out["device"]
     where = dev.get("gpu", dev["cpu"]) + f" ({dev['type']}, {dev['logical_cpus']} logical CPUs, torch threads " \
         f"{dev['torch_threads']})"
@@ -137,22 +138,23 @@ def render_markdown(out: dict) -> str:
                                                                   out['dataset']['reused_from_earlier_run'] else ""),
               f"- repetitions: {out['settings']['reps']} training iterations per figure and method, "
               f"{out['settings']['infer_reps']} predictions per volume figure, after one untimed warm-up each; "
-              f"medians; methods interleaved; runtime {q:.1f} min", "",
+              f"figures are median (fastest) of the repetitions, ratios use the fastest (a slow repetition on a "
+              f"shared machine measures the other jobs); methods interleaved; runtime {q:.1f} min", "",
               "| method | trainer | config | batch | patch | params (M) | GMACs / patch | s / iter, loading excl. | "
-              "s / iter, loading incl. | s / epoch (250 it), incl. | peak train memory MiB | s / volume, mirroring | "
+              "s / iter, loading incl. | s / epoch (250 it, median), incl. | peak train memory MiB | s / volume, mirroring | "
               "s / volume, no mirroring |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for k in METHODS:
         r = out["methods"][k]
         lines.append(f"| {k} | {r['trainer']} | {r['configuration']} | {r['batch_size']} | "
                      f"{'x'.join(map(str, r['patch_size']))} | {f(r['params'] / 1e6)} | {f(r['gmacs_per_patch'], 1)} | "
-                     f"{f(r['train_s_per_iter_loading_excluded'], 3)} | {f(r['train_s_per_iter_loading_included'], 3)} | "
+                     f"{mm(r, 'train_s_per_iter_loading_excluded', 3)} | {mm(r, 'train_s_per_iter_loading_included', 3)} | "
                      f"{f(r['train_s_per_epoch_loading_included'], 0)} | {f(r['peak_train_memory_mib'], 0)} | "
-                     f"{f(r['infer_s_per_volume_mirroring'])} | {f(r['infer_s_per_volume_no_mirroring'])} |")
+                     f"{mm(r, 'infer_s_per_volume_mirroring')} | {mm(r, 'infer_s_per_volume_no_mirroring')} |")
     lines += ["", "Equal batch size (both cut to the smaller planned batch, same 2d patch, loading excluded):", "",
               "| method | batch | s / iter | peak train memory MiB |", "|---|---|---|---|"]
     for k in ("MfNS_De_2d", "nnUNet_2d"):
         e = out["methods"][k]["equal_batch"]
-        lines.append(f"| {k} | {e['batch_size']} | {f(e['train_s_per_iter_loading_excluded'], 3)} | "
+        lines.append(f"| {k} | {e['batch_size']} | {mm(e, 'train_s_per_iter_loading_excluded', 3)} | "
                      f"{f(e['peak_train_memory_mib'], 0)} |")
     lines += ["", "Other ratios: " + "; ".join(f"{k} {f(v)}" for k, v in out["other_ratios"].items()) + ".", "",
               "Memory: " + out["memory_method"], "", "Every figure, with all repetitions, is in the JSON file "
