@@ -487,3 +487,39 @@ def test_tta_follows_what_the_model_stores(tmp_path):
     assert check_tta_possible(fold, m) is None
     assert tta_description(True, {(0, 1)}) == "on: mirroring over axes (0, 1) (stored in the checkpoint)"
     assert tta_description(False, {(0, 1)}) == "off (--disable_tta)"
+
+
+def test_slurm_prepare_moves_stale_models_for_the_fold_jobs(tmp_path, nnunet_dirs):
+    """The SLURM fold jobs run nnUNetv2_train --c directly, so the preparation job must move a model of other
+    fold lists aside (else --c would continue it) and empty its outdated prediction folder."""
+    from nnunetv2_mfns.cli.compare import build_parser, make_config
+    from nnunetv2_mfns.dataset_conversion.splits import splits_from_subjects, write_splits
+    from nnunetv2_mfns.orchestration.digests import DIGEST_FILE, split_digest
+    from nnunetv2_mfns.orchestration.pipeline import Pipeline
+
+    raw = _tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
+    splits = splits_from_subjects(json.loads((raw / "subjects.json").read_text()), seed=0)
+    write_splits(splits, Path(nnunet_dirs["nnUNet_preprocessed"]) / raw.name, raw_dataset_dir=raw)
+    args = build_parser().parse_args(["--dataset", "990", "--methods", "MfNS_De", "--budget", "ci", "--folds", "0,1",
+                                      "--device", "cpu", "--workdir", str(tmp_path / "w")])
+    pipe = Pipeline(make_config(args), out=lambda msg: None)
+    pipe.state = CompareState.load_or_create(tmp_path / "w", pipe.name)
+    pipe.state.start_run({"argv": "test"})
+    m = pipe.cfg.methods[0]
+    stale, unknown = pipe.layout.model_folder(m, 0), pipe.layout.model_folder(m, 1)
+    for folder in (stale, unknown):
+        folder.mkdir(parents=True)
+        (folder / "checkpoint_latest.pth").write_bytes(b"x")
+    (stale / DIGEST_FILE).write_text(json.dumps({"schema": "nnunetv2_mfns.split_digest/1", "digest": "0" * 64}))
+    pred0 = pipe.layout.prediction_dir(m, 0)
+    pred0.mkdir(parents=True)
+    (pred0 / "tiny_007.nii.gz").write_bytes(b"x")
+    pipe.prepare_models_for_slurm()
+    # fold 0: other lists -> moved aside, folder now holds only the new digest; its old predictions are gone
+    assert sorted(p.name for p in stale.iterdir()) == [DIGEST_FILE]
+    assert json.loads((stale / DIGEST_FILE).read_text())["digest"] == split_digest(splits["folds"][0])
+    assert [s["name"] for s in pipe.state.steps(kind="stale_model")] == ["stale_MfNS_De_fold0", "stale_MfNS_De_fold1"]
+    assert sorted(p.name for p in pred0.iterdir()) == [DIGEST_FILE]
+    # fold 1: a checkpoint without any digest is of unknown lists: moved aside too, never continued with --c
+    assert not (unknown / "checkpoint_latest.pth").exists()
+    assert len(list((stale.parent / "mfns_stale").iterdir())) == 2
