@@ -13,15 +13,13 @@ identical folds; the test group of each fold is in `mfns_splits.json`.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from nnunetv2_mfns.errors import MfnsInputError, read_json_file
+from nnunetv2_mfns.jsonio import write_json_atomic
 
 MFNS_SPLITS_FILE = "mfns_splits.json"
 NNUNET_SPLITS_FILE = "splits_final.json"
@@ -105,18 +103,6 @@ def nnunet_splits(splits: dict) -> list[dict[str, list[str]]]:
     return [{"train": list(f["train"]), "val": list(f["val"])} for f in sorted(splits["folds"], key=lambda f: f["fold"])]
 
 
-def _atomic_write_json(obj: object, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def write_splits(splits: dict, preprocessed_dataset_dir: str | Path, raw_dataset_dir: str | Path | None = None,
                  overwrite: bool = False) -> list[Path]:
     """Write `splits_final.json` (nnU-Net format) and `mfns_splits.json` (everything) into the
@@ -142,7 +128,7 @@ def write_splits(splits: dict, preprocessed_dataset_dir: str | Path, raw_dataset
                              + (f" (and {len(existing) - 1} more file(s))" if len(existing) > 1 else ""))
     pre.mkdir(parents=True, exist_ok=True)
     for content, path in targets:
-        _atomic_write_json(content, path)
+        write_json_atomic(content, path, trailing_newline=False)
     return [p for _, p in targets]
 
 
