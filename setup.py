@@ -79,6 +79,7 @@ setup(
         "pandas>=1.3",  # DataFrame.attrs, nullable Int64 (evaluation/metrics.py); 1.3 is the first with Python 3.10
         "matplotlib>=3.5",  # Axes.set_xticks(ticks, labels) (evaluation/figures.py)
         "nibabel",
+        "scikit-image",  # Otsu threshold of the subject's CSF (evaluation/rating_slices.py); nnunetv2 also needs it
         "nilearn>=0.10",
         "tqdm",
     ],

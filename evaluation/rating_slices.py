@@ -113,7 +113,7 @@ def _template_point_to_subject(tf: sitk.Transform, q: tuple[float, float, float]
 def _ventricles(arr: np.ndarray, labels: np.ndarray, spacing_zyx: np.ndarray, source: str) -> np.ndarray:
     """Subject's lateral ventricles: bright CSF inside the registered neighbourhood, connected to the
     registered template ventricles."""
-    from skimage.filters import threshold_otsu  # scikit-image comes with nnunetv2
+    from skimage.filters import threshold_otsu  # scikit-image: declared in setup.py (nnunetv2 needs it too)
 
     near = (labels & VENT_NEAR) > 0
     core = (labels & VENT) > 0
