@@ -6,7 +6,8 @@ from torch import nn
 
 from nnunetv2_mfns.architectures.iaanet import IAANet, rpn_stages, sine_positions_2d
 from nnunetv2_mfns.architectures.iaanet_regions import select_cells, select_token_pixels
-from test_trainers import DATASET_JSON, build, make_plans, results_env  # noqa: F401 (autouse fixture)
+from test_trainers import (DATASET_JSON, assert_loss_dropped, build, fixed_batch_losses,  # noqa: F401
+                           make_plans, results_env)  # results_env: autouse fixture
 
 
 def make_net(input_channels=1, num_classes=2, n_stages=5, strides=None, deep_supervision=True, **kw):
@@ -119,24 +120,7 @@ def test_trainer_uses_the_shared_recipe_and_two_ds_outputs():
 def test_trainer_overfits_fixed_batch_on_cpu():
     """Adagrad steps of the shared recipe on one synthetic batch must lower the DS Dice loss (can fail)."""
     from nnunetv2_mfns.trainers import nnUNetTrainerIAANet
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    tr = build(nnUNetTrainerIAANet, make_plans(4, (32, 32)))
-    seg = np.zeros((4, 1, 32, 32), dtype=np.int16)
-    for b in range(4):
-        for _ in range(5):
-            y, x = rng.integers(2, 30, size=2)
-            seg[b, 0, y:y + 2, x] = 1
-    img = (rng.normal(0, 0.3, size=seg.shape) + 2.5 * seg).astype(np.float32)
-    tf = tr.get_validation_transforms(tr._get_deep_supervision_scales(), foreground_labels=[1])
-    targets = [tf(image=torch.from_numpy(img[b]), segmentation=torch.from_numpy(seg[b]))["segmentation"]
-               for b in range(4)]
-    batch = {"data": torch.from_numpy(img),
-             "target": [torch.stack([t[s] for t in targets]) for s in range(len(targets[0]))]}
-    tr.network.train()
-    losses = [tr.train_step(batch)["loss"] for _ in range(20)]
-    first, last = float(np.mean(losses[:3])), float(np.mean(losses[-3:]))
-    assert last < first - 0.3, f"loss did not drop clearly: {first:.3f} -> {last:.3f}"
+    assert_loss_dropped(fixed_batch_losses(nnUNetTrainerIAANet, size=32, pvs_per_image=5, steps=20))
 
 
 def test_transformer_runs_at_a_fixed_fraction_of_the_recipe_schedule():

@@ -51,28 +51,27 @@ def lengths_3d(label: np.ndarray, spacing_zyx: tuple[float, float, float]) -> np
     return np.asarray(out)
 
 
-def elongation_2d(mask2d: np.ndarray, spacing_yx: tuple[float, float]) -> np.ndarray:
-    """Major/minor in-plane extent ratio of every 2D component (1 = dot, >> 1 = line)."""
+def _component_variances_2d(mask2d: np.ndarray, spacing_yx: tuple[float, float]) -> list[np.ndarray]:
+    """Principal variances (mm^2, ascending) of every 8-connected 2D component; zeros for a single pixel."""
     lab, _ = ndimage.label(mask2d > 0, structure=np.ones((3, 3), bool))
-    px2 = spacing_yx[0] * spacing_yx[1]
     out = []
     for i, sls in enumerate(ndimage.find_objects(lab), start=1):
         yy, xx = np.nonzero(lab[sls] == i)
         pts = np.stack([yy * spacing_yx[0], xx * spacing_yx[1]], axis=1)
-        w = _principal(pts)[0] if len(pts) > 1 else np.zeros(2)
-        out.append(float(np.sqrt((12 * max(w[1], 0) + px2) / (12 * max(w[0], 0) + px2))))
-    return np.asarray(out)
+        out.append(_principal(pts)[0] if len(pts) > 1 else np.zeros(2))
+    return out
+
+
+def elongation_2d(mask2d: np.ndarray, spacing_yx: tuple[float, float]) -> np.ndarray:
+    """Major/minor in-plane extent ratio of every 2D component (1 = dot, >> 1 = line)."""
+    px2 = spacing_yx[0] * spacing_yx[1]
+    return np.asarray([float(np.sqrt((12 * max(w[1], 0) + px2) / (12 * max(w[0], 0) + px2)))
+                       for w in _component_variances_2d(mask2d, spacing_yx)])
 
 
 def inplane_lengths(mask2d: np.ndarray, spacing_yx: tuple[float, float]) -> np.ndarray:
     """In-plane length (mm) of every 2D component: sqrt(12 * largest principal variance + pixel^2),
     exact for a straight band (the long extent of a PVS seen as a line on an axial slice)."""
-    lab, _ = ndimage.label(mask2d > 0, structure=np.ones((3, 3), bool))
     px2 = spacing_yx[0] * spacing_yx[1]
-    out = []
-    for i, sls in enumerate(ndimage.find_objects(lab), start=1):
-        yy, xx = np.nonzero(lab[sls] == i)
-        pts = np.stack([yy * spacing_yx[0], xx * spacing_yx[1]], axis=1)
-        w = _principal(pts)[0] if len(pts) > 1 else np.zeros(2)
-        out.append(float(np.sqrt(12.0 * max(w[-1], 0.0) + px2)))
-    return np.asarray(out)
+    return np.asarray([float(np.sqrt(12.0 * max(w[-1], 0.0) + px2))
+                       for w in _component_variances_2d(mask2d, spacing_yx)])
