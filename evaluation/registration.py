@@ -1,7 +1,8 @@
 """Input checks for T2w scans and their registration to the MNI152 template (SimpleITK).
 
-`check_axial_3d` is the one place that decides whether a scan is usable (3D, axial slices along ITK
-index axis 2, some signal); `mfns-predict` and the rating-slice finder both call it.
+`check_axial_geometry` is the one place that decides whether a scan's geometry is usable (3D, scalar,
+axial slices along ITK index axis 2): `mfns-predict` calls it on the file header, the rating-slice finder
+on the loaded image (`check_axial_3d`).
 
 Registration maps SUBJECT points to TEMPLATE points (fixed = subject, moving = template), which is the
 direction needed to pull template labels onto the subject grid. Steps, all on downsampled copies
@@ -57,23 +58,23 @@ def read_t2w(path: str | Path) -> sitk.Image:
     return img
 
 
-def check_axial_3d(image: sitk.Image, source: str = "image") -> None:
-    """Raises MfnsInputError unless `image` is a 3D scalar image with axial slices along index axis 2.
+def check_axial_geometry(source: str, dim: int, size: tuple, n_components: int, direction: tuple) -> None:
+    """Raises MfnsInputError unless the geometry is a 3D scalar volume with axial slices along index axis 2.
 
-    Axial: the slice normal (3rd direction column) is within 45 degrees of the patient's S-I axis.
-    Also refuses fewer than 3 slices and images without signal (constant or non-finite)."""
-    dim = image.GetDimension()
-    if dim == 4:
-        raise MfnsInputError(f"{source}: 4D image (size {image.GetSize()}); give one 3D T2w volume")
+    Takes header values so that `mfns-predict` can check a file without loading its voxels
+    (`sitk.ImageFileReader.ReadImageInformation`) and the rating-slice finder a loaded image, with one rule.
+    Axial: the slice normal (3rd direction column) is within 45 degrees of the patient's S-I axis."""
+    size = tuple(int(s) for s in size)
+    if dim >= 4:
+        raise MfnsInputError(f"{source}: {dim}D image (size {size}); give one 3D T2w volume")
     if dim != 3:
-        raise MfnsInputError(f"{source}: {dim}D image (size {image.GetSize()}); a 3D T2w volume is needed")
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        raise MfnsInputError(f"{source}: {image.GetNumberOfComponentsPerPixel()} components per voxel; "
+        raise MfnsInputError(f"{source}: {dim}D image (size {size}); a 3D T2w volume is needed")
+    if n_components != 1:
+        raise MfnsInputError(f"{source}: {n_components} components per voxel; "
                              "a scalar (grey-value) T2w volume is needed")
-    size = image.GetSize()
     if min(size) < 3:
         raise MfnsInputError(f"{source}: size {size} is not a 3D volume (a 2D image or a single slice)")
-    d = np.asarray(image.GetDirection(), dtype=np.float64).reshape(3, 3)
+    d = np.asarray(direction, dtype=np.float64).reshape(3, 3)
     normal = d[:, 2] / max(np.linalg.norm(d[:, 2]), 1e-12)
     tilt = float(np.degrees(np.arccos(min(1.0, abs(normal[2])))))
     if tilt > MAX_AXIAL_TILT_DEG:
@@ -81,6 +82,12 @@ def check_axial_3d(image: sitk.Image, source: str = "image") -> None:
         kind = "sagittal" if axis == "LR" else "coronal"
         raise MfnsInputError(f"{source}: not an axial acquisition: slices (index axis 2) run along {axis}, "
                              f"{tilt:.0f} deg from superior-inferior (looks {kind}); reslice it to axial")
+
+
+def check_axial_3d(image: sitk.Image, source: str = "image") -> None:
+    """`check_axial_geometry` on a loaded image (constant or non-finite images: see `image_array`)."""
+    check_axial_geometry(source, image.GetDimension(), image.GetSize(), image.GetNumberOfComponentsPerPixel(),
+                         image.GetDirection())
 
 
 def image_array(image: sitk.Image, source: str = "image") -> np.ndarray:

@@ -6,10 +6,10 @@ file name without `.nii[.gz]` and without a trailing nnU-Net channel suffix `_00
 entities without the `_T2w` suffix (e.g. `sub-01_ses-1_acq-hr`). Two scans with one name are an error.
 
 Header checks (read without loading the voxels), before anything is predicted:
-    * 3D scalar volume with at least 3 voxels along every axis (2D images and single slices refused); 4D
-      refused (ITK's NIfTI reader already reads a 4D file holding one volume as 3D, and so does nnU-Net);
-    * axial: the slice axis (ITK index axis 2 = numpy axis 0) within MAX_TILT_DEG of superior-inferior, as
-      the 2D model and the rating slices assume;
+    * 3D scalar volume with at least 3 voxels along every axis, 4D refused, axial slice axis (ITK index
+      axis 2 = numpy axis 0 within 45 deg of superior-inferior): the rating-slice finder's own rule,
+      `evaluation.registration.check_axial_geometry`, applied to the header (ITK's NIfTI reader, like
+      nnU-Net, reads a 4D file holding one volume as 3D);
     * orientation: index axis 0 must run left-right and index axis 1 anterior-posterior (axes swapped in-plane
       would present the model with transposed slices); flips are fine;
     * acquisition: no in-plane voxel edge more than ANISOTROPY_TOL x the slice spacing (thick slices along an
@@ -27,8 +27,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_mfns.errors import MfnsInputError
+from nnunetv2_mfns.evaluation.registration import check_axial_geometry
 
-MAX_TILT_DEG = 45.0
 ANISOTROPY_TOL = 1.25
 NIFTI_ENDINGS = (".nii.gz", ".nii")
 BIDS_T2W = re.compile(r"^(sub-[A-Za-z0-9]+(?:_[A-Za-z0-9]+-[A-Za-z0-9]+)*)_T2w\.nii(?:\.gz)?$")
@@ -77,23 +77,11 @@ def read_header(path: Path) -> ScanHeader:
         r.ReadImageInformation()
     except RuntimeError as e:
         raise MfnsInputError(f"{path}: cannot be read as an image ({str(e).strip().splitlines()[-1][:120]})") from None
-    dim, size = r.GetDimension(), tuple(int(s) for s in r.GetSize())
-    if dim >= 4:
-        raise MfnsInputError(f"{path}: {dim}D image (size {size}); give one 3D T2w volume per file")
-    if dim != 3:
-        raise MfnsInputError(f"{path}: {dim}D image (size {size}); a 3D T2w volume is needed")
-    if r.GetNumberOfComponents() != 1:
-        raise MfnsInputError(f"{path}: {r.GetNumberOfComponents()} components per voxel; a grey-value T2w volume is needed")
-    if min(size) < 3:
-        raise MfnsInputError(f"{path}: size {size} is a 2D image or a single slice, not a 3D volume")
+    size = tuple(int(s) for s in r.GetSize())
+    check_axial_geometry(str(path), r.GetDimension(), size, r.GetNumberOfComponents(), r.GetDirection())
     spacing = tuple(float(s) for s in r.GetSpacing())
     d = np.asarray(r.GetDirection(), dtype=float).reshape(3, 3)
     cols = d / np.maximum(np.linalg.norm(d, axis=0, keepdims=True), 1e-12)
-    tilt = float(np.degrees(np.arccos(min(1.0, abs(cols[2, 2])))))
-    if tilt > MAX_TILT_DEG:
-        kind = "sagittal" if abs(cols[0, 2]) >= abs(cols[1, 2]) else "coronal"
-        raise MfnsInputError(f"{path}: not an axial acquisition: the slice axis (index axis 2) is {tilt:.0f} deg from "
-                             f"superior-inferior (looks {kind}); reslice it to axial")
     if abs(cols[0, 0]) < abs(cols[1, 0]) or abs(cols[1, 1]) < abs(cols[0, 1]):
         raise MfnsInputError(f"{path}: wrongly oriented: in-plane index axes swapped (index axis 0 should run "
                              f"left-right, axis 1 anterior-posterior); reorient it (e.g. fslreorient2std)")

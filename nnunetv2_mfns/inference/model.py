@@ -9,12 +9,11 @@ it holds several). Folds: those given (each must have the checkpoint), else ever
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from nnunetv2_mfns.errors import MfnsInputError
+from nnunetv2_mfns.errors import MfnsInputError, read_json_file
 
 
 @dataclass(frozen=True)
@@ -84,10 +83,7 @@ def resolve_model(dataset: str | None = None, configuration: str | None = None, 
     for name in ("plans.json", "dataset.json"):
         if not (folder / name).is_file():
             raise MfnsInputError(f"{folder / name}: missing; not an nnU-Net training output folder")
-    try:
-        ds = json.loads((folder / "dataset.json").read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MfnsInputError(f"{folder / 'dataset.json'}: not valid JSON ({e})") from None
+    ds = read_json_file(folder / "dataset.json")
     channels = ds.get("channel_names") or ds.get("modality") or {}
     if len(channels) != 1:
         raise MfnsInputError(f"{folder / 'dataset.json'}: the model takes {len(channels)} input channels; "
