@@ -5,8 +5,9 @@ class MfnsInputError(ValueError):
     """Bad user input (file, parameter, dataset). The message names the file or parameter and the problem."""
 
 
-def read_json_file(path, missing_hint: str = ""):
-    """Loads a JSON file the user pointed us at; a missing or broken file is an MfnsInputError naming it."""
+def read_json_file(path, missing_hint: str = "", invalid_hint: str = ""):
+    """Loads a JSON file the user pointed us at; a missing or broken file is an MfnsInputError naming it,
+    followed by `missing_hint` or `invalid_hint` (what to do about it) when given."""
     import json
     from pathlib import Path
 
@@ -18,4 +19,4 @@ def read_json_file(path, missing_hint: str = ""):
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise MfnsInputError(f"{path}: not valid JSON ({e})") from None
+        raise MfnsInputError(f"{path}: not valid JSON ({e}){'; ' + invalid_hint if invalid_hint else ''}") from None

@@ -19,6 +19,16 @@ def test_reader_missing_and_broken(tmp_path):
     bad.write_text("{not json")
     with pytest.raises(MfnsInputError, match="not valid JSON"):
         read_json_file(bad)
+    with pytest.raises(MfnsInputError, match=r"not valid JSON \(.*\); remove it$"):
+        read_json_file(bad, invalid_hint="remove it")
+
+
+def test_corrupt_compare_state_says_what_to_do(tmp_path):
+    from nnunetv2_mfns.orchestration.state import read_state
+    state = tmp_path / "mfns_compare_state.json"
+    state.write_text("{truncated")
+    with pytest.raises(MfnsInputError, match="remove it or use another --workdir"):
+        read_state(state)
 
 
 def test_writer_round_trip_and_failure_keeps_old_file(tmp_path):

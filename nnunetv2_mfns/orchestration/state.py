@@ -100,7 +100,7 @@ def read_state(path: Path) -> Optional[dict]:
     path = Path(path)
     if not path.is_file():
         return None
-    doc = read_json_file(path)
+    doc = read_json_file(path, invalid_hint="remove it or use another --workdir")
     if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
         raise MfnsInputError(f"{path}: not an mfns-compare state file (schema {SCHEMA} expected)")
     return doc
