@@ -10,7 +10,6 @@ No timestamps are written, so the same inputs give the same files (registration 
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 from urllib.parse import quote
@@ -22,6 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.backends.backend_pdf import PdfPages  # noqa: E402
+
+from nnunetv2_mfns.jsonio import write_json_atomic  # noqa: E402
 
 from .census import REGION_NAMES, CensusResult  # noqa: E402
 from .rating_categories import CATEGORY_LABELS, CONVENTIONS  # noqa: E402
@@ -157,7 +158,7 @@ def build_subject_report(out_dir: Path, name: str, image: np.ndarray, mask: np.n
                     if s[f"n_{h}"] or h != "outside"]
     qc = qc_lines(rating_info)
     summary = {"name": name, **meta, "census": s, "ratings": ratings, "rating_info": rating_info, "qc": qc}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=_json_default, allow_nan=True) + "\n")
+    write_json_atomic(summary, out_dir / "summary.json", default=_json_default)
     conv = "".join(f"<li><code>{html.escape(k)}</code>: {html.escape(v)}</li>" for k, v in CONVENTIONS.items())
     meta_html = "".join(f"<li>{html.escape(str(k))}: {html.escape(str(v))}</li>" for k, v in meta.items())
     body = f"""<!DOCTYPE html><html><head><meta charset="utf-8"><title>PVS report: {html.escape(name)}</title>

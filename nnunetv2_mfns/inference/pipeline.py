@@ -10,7 +10,6 @@ any error the temporary folder is removed. The input files are only ever read.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -23,6 +22,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from nnunetv2_mfns.errors import MfnsInputError
+from nnunetv2_mfns.jsonio import write_json_atomic
 
 from .inputs import ScanInput, collect_inputs, stage_inputs
 from .model import ModelSpec
@@ -148,7 +148,7 @@ def _run(scans: list[ScanInput], paths: dict[str, OutputPaths], tmp: Path, model
                   f"{model.checkpoint}")
     summaries = [{"name": s.name, "input": str(s.path), "mask": str(paths[s.name].mask)} for s in scans]
     if any(s.bids for s in scans):
-        (tmp / "dataset_description.json").write_text(json.dumps(bids_dataset_description(version), indent=2) + "\n")
+        write_json_atomic(bids_dataset_description(version), tmp / "dataset_description.json")
     if not options.report:
         return summaries
     subjects = []
