@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib.patches import Patch
 from scipy import ndimage
 
+from .counts import structure_2d
 from .figures import FN_RGB, FP_RGB, TP_RGB, _crop_box, _save, no_data_figure, overlay_rgb
 
 FIGURE_FILE = "fig7_failure_cases.png"
@@ -87,7 +88,7 @@ def error_slices(gt: np.ndarray, pred: np.ndarray) -> list[tuple[str, int]]:
 
 
 def _mark_components(ax, mask2d: np.ndarray, box: tuple[slice, slice], color, marker: str) -> int:
-    lab, n = ndimage.label(mask2d, structure=np.ones((3, 3), bool))
+    lab, n = ndimage.label(mask2d, structure=structure_2d(8))
     if n == 0:
         return 0
     centres = np.asarray(ndimage.center_of_mass(mask2d, lab, range(1, n + 1)))

@@ -36,7 +36,7 @@ from scipy import ndimage
 
 from nnunetv2_mfns.errors import MfnsInputError
 
-from .registration import check_axial_3d, image_array, read_t2w, register_to_mni
+from .registration import MIN_BRAIN_ML, check_axial_3d, image_array, read_t2w, register_to_mni
 from .template import BG, BRAIN, LATERAL, LEFT, VENT, VENT_NEAR, WM, load_mni_template
 
 logger = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ def locate_rating_slices(image: sitk.Image | str | Path, *, manual_slices: dict 
     spacing_zyx = np.asarray(image.GetSpacing()[::-1], dtype=np.float64)
     sign = _superior_sign(image)
     brain = (labels & BRAIN) > 0
-    if brain.sum() * np.prod(spacing_zyx) < 20_000:
+    if brain.sum() * np.prod(spacing_zyx) < MIN_BRAIN_ML * 1000.0:
         raise MfnsInputError(f"{source}: no brain in view (under 20 ml of brain after registration)")
 
     # BG slice: the anterior commissure

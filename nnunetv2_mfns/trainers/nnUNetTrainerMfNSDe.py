@@ -8,13 +8,13 @@ nnU-Net's `n_stages - 1` default).
 Checkpoint selection on the fold's validation group is nnU-Net's own `checkpoint_best.pth` (EMA pseudo
 Dice on the validation cases of splits_final.json); predict with `-chk checkpoint_best.pth` to use it.
 """
-from typing import List, Tuple
+from typing import Tuple
 
-import numpy as np
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
+from nnunetv2_mfns.architectures.nested_decoder import deep_supervision_scales
 from nnunetv2_mfns.trainers.network_from_plans import plain_conv_arch_kwargs
 from nnunetv2_mfns.trainers.paper_recipe import nnUNetTrainerPaperRecipe
 
@@ -25,12 +25,6 @@ def mfns_de_arch_kwargs(configuration_manager: ConfigurationManager) -> Tuple[di
     """The plans' architecture kwargs mapped onto MfNS_De's PlainConvUNet-like constructor (2d or 3d plans).
     Raises ValueError at trainer construction when the configuration cannot drive MfNS_De."""
     return plain_conv_arch_kwargs(configuration_manager, "MfNS_De", ("Conv2d", "Conv3d"))
-
-
-def mfns_de_ds_scales(strides: List, n_stages: int, max_nested_stages: int) -> List[List[float]]:
-    """nnU-Net-style DS scales for the rows MfNS_De actually builds: one output per row, full resolution first."""
-    n_rows = min(int(n_stages), int(max_nested_stages))
-    return [list(i) for i in 1 / np.cumprod(np.vstack(strides[:n_rows]), axis=0)]
 
 
 class nnUNetTrainerMfNSDe(nnUNetTrainerPaperRecipe):
@@ -64,4 +58,4 @@ class nnUNetTrainerMfNSDe(nnUNetTrainerPaperRecipe):
         if not self.enable_deep_supervision:
             return None
         kwargs = self.configuration_manager.network_arch_init_kwargs
-        return mfns_de_ds_scales(kwargs["strides"], kwargs["n_stages"], self.max_nested_stages)
+        return deep_supervision_scales(kwargs["strides"], kwargs["n_stages"], self.max_nested_stages)
