@@ -99,19 +99,9 @@ def _seed_all(seed: int) -> None:
 
 def budgeted_class(base: type, epochs: int, iters: int, val_iters: int) -> type:
     """``base`` with the curve budget: its own recipe, LR schedule over ``epochs``, checkpoint every epoch."""
-    import torch
-
-    class _Curve(base):
-        def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                     device: torch.device = torch.device('cuda')):
-            super().__init__(plans, configuration, fold, dataset_json, device)
-            self.num_epochs = epochs
-            self.num_iterations_per_epoch = iters
-            self.num_val_iterations_per_epoch = val_iters
-            self.save_every = 1
-
-    _Curve.__name__ = _Curve.__qualname__ = f"{base.__name__}__curve{epochs}x{iters}"
-    return _Curve
+    from nnunetv2_mfns.trainers.budgets import make_schedule_variant
+    return make_schedule_variant(base, f"{base.__name__}__curve{epochs}x{iters}", epochs, iters, val_iters,
+                                 validation_tta=True, module_name=__name__)
 
 
 def _case_keys(pre: Path, fold: int, groups: List[str]) -> Dict[str, List[str]]:

@@ -18,8 +18,11 @@ BUDGETS: Dict[str, tuple] = {
 }
 
 
-def make_budget_variant(base: Type[nnUNetTrainer], budget: str, module_name: str = __name__) -> Type[nnUNetTrainer]:
-    epochs, iterations, val_iterations, validation_tta = BUDGETS[budget]
+def make_schedule_variant(base: Type[nnUNetTrainer], name: str, epochs: int, iterations: int,
+                          val_iterations: int, validation_tta: bool = True,
+                          module_name: str = __name__) -> Type[nnUNetTrainer]:
+    """`base` with only its schedule changed (epochs x iterations, validation iterations, a checkpoint every
+    epoch) and, with `validation_tta=False`, no mirroring at the final validation / inference."""
 
     class _Budgeted(base):
         def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -40,9 +43,15 @@ def make_budget_variant(base: Type[nnUNetTrainer], budget: str, module_name: str
                 self.inference_allowed_mirroring_axes = None
             return rotation, dummy_2d, initial_patch_size, mirror_axes
 
-    name = f"{base.__name__}_{budget}"
     _Budgeted.__name__ = _Budgeted.__qualname__ = name
     _Budgeted.__module__ = module_name
-    _Budgeted.__doc__ = (f"{base.__name__} with budget '{budget}': {epochs} epochs x {iterations} iterations"
-                         f"{'' if validation_tta else ', no mirroring at validation/inference'}.")
     return _Budgeted
+
+
+def make_budget_variant(base: Type[nnUNetTrainer], budget: str, module_name: str = __name__) -> Type[nnUNetTrainer]:
+    epochs, iterations, val_iterations, validation_tta = BUDGETS[budget]
+    cls = make_schedule_variant(base, f"{base.__name__}_{budget}", epochs, iterations, val_iterations,
+                                validation_tta, module_name)
+    cls.__doc__ = (f"{base.__name__} with budget '{budget}': {epochs} epochs x {iterations} iterations"
+                   f"{'' if validation_tta else ', no mirroring at validation/inference'}.")
+    return cls
