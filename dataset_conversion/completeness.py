@@ -54,7 +54,8 @@ def _pattern_regex(pattern: str) -> re.Pattern:
 def mask_files_by_subject(root: Path, derivatives_name: str | None, mask_pattern: str | None) -> dict[str, list[Path]]:
     """Every PVS mask file the converter's mask search could pick, grouped by the subject it belongs to.
 
-    Mirrors `pd_cohort._find_bids_mask`: with `mask_pattern` the files matching the pattern for any
+    Mirrors `cohort_input._find_bids_mask` (wider: any subject, anywhere under sub-X, so that a mask whose
+    subject has no T2w is still found and named): with `mask_pattern` the files matching the pattern for any
     subject; otherwise `*PVS_mask.nii[.gz]` files under derivatives/<name or every name>/sub-*/.
     """
     found: dict[str, list[Path]] = {}
