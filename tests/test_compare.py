@@ -86,12 +86,17 @@ def test_dry_run_prints_exactly_the_commands(tmp_path, nnunet_dirs, capsys):
     assert len(predict) == 1 and "--disable_tta" not in predict[0]
     assert predict[0][predict[0].index("-chk") + 1] == "checkpoint_best.pth"
     assert "predictions_best" in predict[0][predict[0].index("-o") + 1]
-    # --budget full tests checkpoint_best.pth unless told otherwise (issue 11 item 5)
-    for extra, chk in (([], "checkpoint_best.pth"), (["--checkpoint", "final"], "checkpoint_final.pth")):
-        assert main(["--dataset", "990", "--methods", "MfNS_De", "--budget", "full", "--folds", "1", "--device",
+    # --budget full and study test checkpoint_best.pth unless told otherwise (issue 11 item 5, issue 10)
+    for budget, extra, chk in (("full", [], "checkpoint_best.pth"), ("full", ["--checkpoint", "final"],
+                                "checkpoint_final.pth"), ("study", [], "checkpoint_best.pth")):
+        assert main(["--dataset", "990", "--methods", "MfNS_De", "--budget", budget, "--folds", "1", "--device",
                      "cpu", "--workdir", str(workdir), "--dry-run"] + extra) == 0
-        predict = [shlex.split(line) for line in capsys.readouterr().out.splitlines() if "nnUNetv2_predict" in line]
+        out = capsys.readouterr().out
+        predict = [shlex.split(line) for line in out.splitlines() if "nnUNetv2_predict" in line]
         assert predict[0][predict[0].index("-chk") + 1] == chk
+        if budget == "study":
+            train = next(line for line in out.splitlines() if "nnUNetv2_train" in line)
+            assert "nnUNetTrainerMfNSDe_study" in train
     # a dry run does no work
     assert not workdir.exists()
     assert _snapshot(Path(nnunet_dirs["nnUNet_raw"])) == before
@@ -251,6 +256,9 @@ def _run_steps(workdir):
 
 def test_end_to_end_rerun_and_resume(tmp_path):
     env = nnunet_env(tmp_path)
+    # augmentation in the training process (what the learning curves use): nnU-Net's planner refuses 0 workers,
+    # so mfns-compare must give its planning step at least one
+    env["nnUNet_n_proc_DA"] = "0"
     workdir = tmp_path / "work"
     first = _compare(env, workdir, "run1.log")
     report = workdir / "report" / "report.md"

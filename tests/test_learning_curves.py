@@ -1,12 +1,17 @@
-"""benchmarks/learning_curves.py: method parsing, the budget subclass, and the outputs from a curve CSV (no training)."""
+"""Learning curves (issue 10): the trainers' own curve recording (real nnU-Net training on a tiny dataset,
+resumed), the `study` budget, and benchmarks/learning_curves.py's multi-fold outputs."""
 import csv
 import importlib.util
-import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from tiny_dataset import make_tiny_dataset, nnunet_env
+
 ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
@@ -17,49 +22,100 @@ def lc():
     return mod
 
 
-def test_methods_and_aliases(lc):
+def test_methods_aliases_and_names_from_results_folders(lc):
     assert lc.parse_method("MfNS_De") == ("nnUNetTrainerMfNSDe", "2d")
     assert lc.parse_method("nnUNet_3d") == ("nnUNetTrainer", "3d_fullres")
-    assert lc.parse_method("nnUNetTrainerMfNSDe_ResCBAM") == ("nnUNetTrainerMfNSDe_ResCBAM", "2d")
     assert lc.parse_method("X@3d_lowres") == ("X", "3d_lowres")
+    assert lc.method_name("nnUNetTrainerMfNSDe_study", "2d") == "MfNS_De"
+    assert lc.method_name("nnUNetTrainer_study", "3d_fullres") == "nnUNet_3d"
+    assert lc.method_name("nnUNetTrainer_study", "2d") == "nnUNet_2d"
+    assert lc.method_name("nnUNetTrainerMfNSDe_ResCBAM__curve7x5", "2d") == "nnUNetTrainerMfNSDe_ResCBAM"
 
 
-def test_budget_class_keeps_the_trainer_and_sets_the_schedule(lc):
+def test_study_budget_records_a_curve_and_others_do_not():
+    from nnunetv2_mfns.trainers import (nnUNetTrainer_study, nnUNetTrainerMfNSDe_ci, nnUNetTrainerMfNSDe_study,
+                                        nnUNetTrainerUNet2D_PaperRecipe_study)
+    from nnunetv2_mfns.trainers.budgets import BUDGETS
+    from nnunetv2_mfns.trainers.nnUNetTrainerMfNSDe import nnUNetTrainerMfNSDe
+    assert BUDGETS["study"].curve_every > 0 and BUDGETS["ci"].curve_every == 0
+    for cls in (nnUNetTrainerMfNSDe_study, nnUNetTrainerUNet2D_PaperRecipe_study, nnUNetTrainer_study):
+        assert hasattr(cls, "_record_curve_point"), cls
+    assert issubclass(nnUNetTrainerMfNSDe_study, nnUNetTrainerMfNSDe)
+    assert not hasattr(nnUNetTrainerMfNSDe_ci, "_record_curve_point")
+
+
+def test_budgeted_class_keeps_the_trainer(lc):
     from nnunetv2_mfns.trainers import nnUNetTrainerMfNSDe_NoDS
-    cls = lc.budgeted_class(nnUNetTrainerMfNSDe_NoDS, 7, 5, 2)
+    cls = lc.budgeted_class(nnUNetTrainerMfNSDe_NoDS, 7, 5, 2, 3)
     assert issubclass(cls, nnUNetTrainerMfNSDe_NoDS) and cls.__name__ == "nnUNetTrainerMfNSDe_NoDS__curve7x5"
 
 
-def _rows(method, points):
+def test_curve_recorded_during_real_training_and_resumed(tmp_path):
+    """Tiny dataset, nnU-Net's run_training in a subprocess: 2 epochs x 1 iteration, a point every epoch on
+    fold 0's validation cases. Then the final checkpoint is removed and the run resumed from
+    checkpoint_latest (epoch 1): it retrains epoch 2 and must not write that point twice."""
+    env = nnunet_env(tmp_path)
+    _, name = make_tiny_dataset(Path(env["nnUNet_raw"]), dataset_id=991, n_train=6, n_test=0, seed=0)
+    subprocess.run([BIN / "nnUNetv2_plan_and_preprocess", "-d", "991", "-c", "2d", "-np", "1"], env=env,
+                   check=True, capture_output=True)
+    env["nnUNet_n_proc_DA"] = "0"  # augmentation in the training process: its CPU time is in the curve
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "learning_curves.py"), "_train", "--work", str(tmp_path),
+           "--dataset-id", "991", "--fold", "0", "--epochs", "2", "--iters", "1", "--val-iters", "1",
+           "--eval-every", "1", "--method", "UNet2D"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    folder = (Path(env["nnUNet_results"]) / name / "nnUNetTrainerUNet2D_PaperRecipe__curve2x1__nnUNetPlans__2d"
+              / "fold_0")
+    with open(folder / "learning_curve.csv") as f:
+        rows = list(csv.DictReader(f))
+    n_val = 2  # nnU-Net's own 5-fold split of 6 cases: fold 0 validates 2
+    assert [int(r["iterations"]) for r in rows] == [1] * n_val + [2] * n_val
+    assert all(r["group"] == "val" and 0.0 <= float(r["dsc"]) <= 1.0 for r in rows)
+    cpu = [float(r["cpu_s"]) for r in rows]
+    assert 0 < cpu[0] <= cpu[-1]
+    assert "learning curve: epoch 2" in (folder / next(p.name for p in folder.glob("training_log_*.txt"))).read_text()
+
+    # interrupted after the last epoch's checkpoint but before its curve point (nnU-Net deletes
+    # checkpoint_latest at the end, so the final one stands in for it): resuming takes the point, once
+    (folder / "checkpoint_final.pth").rename(folder / "checkpoint_latest.pth")
+    with open(folder / "learning_curve.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows[:n_val])
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "start epoch 2" in proc.stdout
+    with open(folder / "learning_curve.csv") as f:
+        again = list(csv.DictReader(f))
+    assert [int(r["iterations"]) for r in again] == [1] * n_val + [2] * n_val
+    assert [r["dsc"] for r in again[n_val:]] == [r["dsc"] for r in rows[n_val:]]  # same weights, same cases
+
+
+def _rows(method, fold, points):
     rows = []
     for it, dscs in points:
-        for group, case, dsc in zip(["val", "val", "test"], ["A_001", "A_002", "A_003"], dscs):
-            rows.append(dict(method=method, trainer=method, configuration="2d", fold=0, epoch=it // 10, iterations=it,
-                             cpu_s=it * 1.5, wall_s=it * 3.0, pseudo_dice=0.5, ema_pseudo_dice=0.4, group=group,
-                             case=case, dsc=dsc, sen=dsc, ppv=dsc, seed=0))
+        for case, dsc in zip(["A_001", "A_002"], dscs):
+            rows.append(dict(method=method, trainer=method, configuration="2d", fold=str(fold), epoch=it // 10,
+                             iterations=it, cpu_s=it * 1.5, wall_s=it * 3.0, pseudo_dice=0.5, ema_pseudo_dice=0.4,
+                             group="val", case=f"{case}_{fold}", dsc=dsc, sen=dsc, ppv=dsc))
     return rows
 
 
-def test_outputs_from_curve_csv(lc, tmp_path):
-    work, out = tmp_path / "work", tmp_path / "docs" / "learning_curves_x"
-    (work / "curves").mkdir(parents=True)
-    fast = _rows("fast", [(10, [0.5, 0.7, 0.6]), (20, [0.8, 0.8, 0.8]), (30, [0.8, 0.8, 0.8]), (40, [0.8, 0.8, 0.8])])
-    slow = _rows("slow", [(10, [0.0, 0.0, 0.0]), (20, [0.3, 0.3, 0.3])])
-    for name, rows in (("fast", fast), ("slow", slow)):
-        with open(work / "curves" / f"{name}.csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=lc.CSV_FIELDS)
-            w.writeheader()
-            w.writerows(rows)
-    lc.write_outputs(work, out, {"commands": ["python benchmarks/learning_curves.py run ..."], "seed": 0,
-                                 "title": "test"})
+def test_outputs_pool_folds_and_claim_no_plateau_for_unfinished_curves(lc, tmp_path):
+    out = tmp_path / "docs" / "learning_curves_x"
+    fast = (_rows("fast", 0, [(10, [0.5, 0.7]), (20, [0.8, 0.8]), (30, [0.8, 0.8]), (40, [0.8, 0.8])])
+            + _rows("fast", 1, [(10, [0.6, 0.6]), (20, [0.6, 0.6]), (30, [0.6, 0.6]), (40, [0.6, 0.6])]))
+    # slow: fold 0 reached 20 iterations, fold 1 only 10 -> its curve stops at the last point both folds have
+    slow = _rows("slow", 0, [(10, [0.0, 0.0]), (20, [0.3, 0.3])]) + _rows("slow", 1, [(10, [0.2, 0.2])])
+    lc.write_outputs(fast + slow, out, {"commands": ["python benchmarks/learning_curves.py report ..."], "seed": 0,
+                                        "title": "test", "budget_iterations": 40})
     assert (out / "learning_curves.png").stat().st_size > 1000
     with open(out / "learning_curves.csv") as f:
         assert len(list(csv.DictReader(f))) == len(fast) + len(slow)
     readme = (out / "README.md").read_text()
-    # fast: plateau = mean of the last 3 points = 0.8, 95% of it first reached at iteration 20
-    assert "| fast | 4 | 0.800 | 0.800 | 0.800 |" in readme and "| 0.800 | 20 | 1.50 |" in readme
-    # slow stopped at 20 of 40 iterations: no plateau claimed
-    assert "n/a (curve ends at 20 of 40 iterations)" in readme
+    # fast: pooled DSC 0.6 at 10 (4 cases), then 0.7; plateau 0.7, 95% of it (0.665) first at 20; flat tail
+    assert "| fast | 0,1 | 4 | 4 | 40 | 0.700 | 0.700 / 0.700 | 0.700 | +0.000 | 20 | 1.50 |" in readme
+    assert "| slow | 0,1 | 4 | 1 | 10 | 0.100 |" in readme and "n/a (ends at 10 of 40)" in readme
     curves = lc.summarise(fast)
-    assert curves["fast"][0]["dsc_val"] == pytest.approx(0.6) and curves["fast"][0]["dsc_test"] == pytest.approx(0.6)
-    assert lc.plateau_stats(curves["fast"]) == (pytest.approx(0.8), 20)
+    assert curves["fast"][0]["dsc"] == pytest.approx(0.6) and curves["fast"][0]["n_folds"] == 2
+    assert lc.plateau_stats(curves["fast"]) == (pytest.approx(0.7), 20, pytest.approx(0.0))

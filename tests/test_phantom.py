@@ -231,18 +231,18 @@ def study_subject():
 
 
 def test_study_profile_geometry(study_subject):
-    """Issue 10 item 1: 0.9 mm pixels, brain-cropped FOV, a slab around the rating slices; a typical PVS
-    at least one pixel wide and long CSO PVS lines several pixels long on the CSO rating slice."""
+    """Issue 10 item 1: 0.9 mm pixels, a FOV cropped to the deep brain, a slab around the rating slices; a
+    typical PVS at least one pixel wide and long CSO PVS lines several pixels long on the CSO rating slice."""
     res = study_subject
-    assert res.image.shape == (28, 192, 160) and res.grid.spacing == (2.0, 0.9, 0.9)
+    assert res.image.shape == (28, 128, 112) and res.grid.spacing == (2.0, 0.9, 0.9)
     for r in ("BG", "CSO"):
         k = res.rating_slices[r]
         assert 1 <= k <= res.image.shape[0] - 2, (r, k)
         on_slice = res.regions[r][k] > 0
-        assert on_slice.any()
-        edge = np.zeros(on_slice.shape, bool)
-        edge[[0, -1], :] = edge[:, [0, -1]] = True
-        assert not on_slice[edge].any(), f"{r} rating region cut by the field of view"
+        # the crop keeps the deep brain: a large part of the FOV on a rating slice is rating region
+        # (measured: BG 0.23 of the 128 x 112 slice)
+        assert on_slice.mean() > 0.15, (r, on_slice.mean())
+        assert (res.label[k] * on_slice).any(), f"no PVS in the {r} region on its rating slice"
     widths = inplane_widths(res.label, res.grid.spacing)
     assert np.median(widths) >= 0.9, np.median(widths)
     k = res.rating_slices["CSO"]

@@ -77,11 +77,13 @@ PROFILES: dict[str, Profile] = {
     "demo": Profile(name="demo", inplane_mm=1.75, matrix=(80, 80), n_slices=28, z_sub=4, inplane_os=2,
                     tissue_z_sub=2, slab="rating", slab_margin=2, fov_offset_mm=(-8.0, 0.0), snr=40.0),
     # CPU convergence study (issue 10): in-plane 0.9 mm, so a typical PVS (0.9-1.1 mm) is at least one
-    # pixel wide and a long CSO PVS a line of several pixels; FOV 172.8 x 144 mm (192 x 160) around the
-    # cerebrum centre, which holds the brain on both rating slices except the frontal/occipital poles
-    # on the BG slice; a 28-slice slab from just below the AC to above the CSO rating slice (AC->CSO is
-    # 21-25 slices). Objects on a 0.45 x 0.45 x 0.5 mm grid. docs/phantom.md has the measured cost.
-    "study": Profile(name="study", inplane_mm=0.9, matrix=(192, 160), n_slices=28, z_sub=4, inplane_os=2,
+    # pixel wide and a long CSO PVS a line of several pixels; FOV 115.2 x 100.8 mm (128 x 112) around the
+    # cerebrum centre: the deep brain of both rating slices (basal ganglia, centrum semiovale) without the
+    # cortex and the lateral/frontal/occipital rim, because a training iteration's cost grows with the slice
+    # area and the 192 x 160 whole-brain FOV (measured: MfNS_De 7.9 s, stock 3d_fullres 35 s per iteration)
+    # did not fit the study's ~8 CPU hours; a 28-slice slab from just below the AC to above the CSO rating
+    # slice (AC->CSO is 21-25 slices). Objects on a 0.45 x 0.45 x 0.5 mm grid. docs/phantom.md has the cost.
+    "study": Profile(name="study", inplane_mm=0.9, matrix=(128, 112), n_slices=28, z_sub=4, inplane_os=2,
                      tissue_z_sub=2, slab="rating", slab_margin=2, fov_offset_mm=(-4.0, 0.0), snr=40.0),
     # Clinical 3T STRIVE-2 T2w: 0.5 mm in-plane (480 x 400, 240 x 200 mm FOV), 75 slices of 2 mm,
     # simulated on a 0.5 mm isotropic grid.

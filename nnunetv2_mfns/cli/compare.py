@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from nnunetv2_mfns.errors import MfnsInputError
+from nnunetv2_mfns.orchestration.methods import BUDGET_CHOICES
 
 # The README demo runs 3 of the 5 folds (6 of the 10 subjects tested) so that it ends within 15 minutes on a
 # 2-core CPU including pip install: a fold costs ~3 min there, most of it the stock 3d_fullres training
@@ -38,19 +39,22 @@ def build_parser() -> argparse.ArgumentParser:
                           "inside the workdir (flags given override)")
     ph = p.add_argument_group("phantom")
     ph.add_argument("--n-subjects", type=int, help=f"phantom subjects (default {DEFAULTS['n_subjects']}, demo 10)")
-    ph.add_argument("--profile", choices=["demo", "realistic"], help="phantom profile (default demo)")
+    ph.add_argument("--profile", choices=["demo", "study", "realistic"],
+                    help="phantom profile (default demo; study: the CPU convergence study's 0.9 mm slab)")
     ph.add_argument("--phantom-id", type=int, default=501, help="dataset id of the phantom (default 501)")
     ph.add_argument("--phantom-name", default="PVSPhantom", help="dataset name of the phantom (default PVSPhantom)")
     run = p.add_argument_group("protocol")
     run.add_argument("--methods", help="comma-separated: MfNS_De, nnUNet_3d, nnUNet_2d, UNet2D, any trainer class "
                                        "name (2d) or TRAINER@3d_fullres (default MfNS_De,nnUNet_3d)")
-    run.add_argument("--budget", choices=["ci", "demo", "short", "full"],
-                     help="training budget appended to every method's trainer, equal for all (default full; demo: demo)")
+    run.add_argument("--budget", choices=list(BUDGET_CHOICES),
+                     help="training budget appended to every method's trainer, equal for all (default full; demo: "
+                          "demo; study: the CPU convergence study, 20 x 25 iterations with a learning curve on the "
+                          "validation group)")
     run.add_argument("--folds", help="comma-separated folds (default 0,1,2,3,4)")
     run.add_argument("--seed", type=int, help="seed of the phantom, the splits and the report's bootstrap (default 0)")
     run.add_argument("--checkpoint", choices=["final", "best"],
                      help="checkpoint used on the test group: best (nnU-Net's checkpoint_best.pth, chosen on the "
-                          "fold's validation group; the default with --budget full) or final (last epoch; the default "
+                          "fold's validation group; the default with --budget full and study) or final (last epoch; the default "
                           "with the short budgets ci/demo/short)")
     run.add_argument("--tta", action="store_true",
                      help="test-time augmentation (nnU-Net's mirroring over the axes stored with the model) at "

@@ -73,9 +73,10 @@ class CompareConfig:
 
 def default_checkpoint(budget: str) -> str:
     """The test checkpoint when --checkpoint is not given: `best` (nnU-Net's checkpoint_best.pth, chosen on
-    the fold's validation group, the paper's protocol) for the full schedule; `final` for the short budgets,
-    whose few epochs make the EMA pseudo-Dice behind `best` meaningless."""
-    return "best" if budget == "full" else "final"
+    the fold's validation group, the paper's protocol) for the full schedule and the `study` budget (run to
+    its plateau); `final` for the short budgets, whose few epochs make the EMA pseudo-Dice behind `best`
+    meaningless."""
+    return "best" if budget in ("full", "study") else "final"
 
 
 def exe(name: str) -> str:

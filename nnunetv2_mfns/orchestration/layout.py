@@ -159,7 +159,7 @@ def _check_budget_allows_tta(budget: str) -> None:
     from nnunetv2_mfns.trainers.budgets import BUDGETS
 
     spec = BUDGETS.get(budget)
-    if spec is not None and len(spec) > 3 and spec[3] is False:
+    if spec is not None and not spec.validation_tta:
         raise MfnsInputError(f"--tta with --budget {budget}: the {budget} trainers store no mirroring axes in their "
                              f"checkpoints, so nnUNetv2_predict would silently skip test-time augmentation; drop --tta "
                              f"or use --budget short or full")

@@ -23,7 +23,7 @@ NAMED_METHODS: dict[str, tuple[str, str]] = {
     "IAANet": ("2d", "nnUNetTrainerIAANet"),
     "TriSegNet": ("2d", "nnUNetTrainerTriSegNet"),
 }
-BUDGET_CHOICES = ("ci", "demo", "short", "full")
+BUDGET_CHOICES = ("ci", "demo", "study", "short", "full")
 CONFIGURATIONS = ("2d", "3d_fullres")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 

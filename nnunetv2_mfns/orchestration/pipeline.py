@@ -122,7 +122,11 @@ class Pipeline:
                                                      f"{', '.join(self.cfg.configurations)}")
         else:
             self.out(f"planning and preprocessing ({', '.join(self.cfg.configurations)})")
-            self.run_step("plan_and_preprocess", "plan", cmds.plan())
+            # nnU-Net's planner sizes a torch thread pool with nnUNet_n_proc_DA; 0 (augmentation in the
+            # training process, valid for nnUNetv2_train) makes it fail, so the planner gets at least 1
+            env = self.cfg.env
+            plan_env = dict(env, nnUNet_n_proc_DA="1") if env.get("nnUNet_n_proc_DA", "1").strip() in ("0", "") else None
+            self.run_step("plan_and_preprocess", "plan", cmds.plan(), env=plan_env)
         for fold in self.cfg.folds:
             self._link_test_inputs(fold)
 

@@ -57,8 +57,7 @@ def _budget_schedule(budget: str) -> tuple[Optional[int], Optional[int]]:
     if budget == "full":
         return None, None
     from nnunetv2_mfns.trainers.budgets import BUDGETS
-    ep, it = BUDGETS[budget][:2]
-    return ep, it
+    return BUDGETS[budget].epochs, BUDGETS[budget].iterations
 
 
 def tta_description(tta: bool, axes: set) -> str:
@@ -108,11 +107,12 @@ def budget_description(budget: str) -> str:
     if budget == "full":
         return "full: each trainer's own schedule (nnU-Net default 1000 epochs x 250 iterations)"
     from nnunetv2_mfns.trainers.budgets import BUDGETS
-    ep, it, val = BUDGETS[budget][:3]  # later fields: budget options (e.g. validation TTA)
-    extra = ""
-    if len(BUDGETS[budget]) > 3 and BUDGETS[budget][3] is False:
-        extra = ", no mirroring at nnU-Net's end-of-training validation"
-    return f"{budget}: {ep} epochs x {it} training iterations ({val} validation iterations{extra}) for every method"
+    b = BUDGETS[budget]
+    extra = "" if b.validation_tta else ", no mirroring at nnU-Net's end-of-training validation"
+    if b.curve_every:
+        extra += f"; validation-group DSC recorded every {b.curve_every} epochs (learning_curve.csv)"
+    return (f"{budget}: {b.epochs} epochs x {b.iterations} training iterations ({b.val_iterations} validation "
+            f"iterations{extra}) for every method")
 
 
 def device_description(device: str, gpus: list[str]) -> str:

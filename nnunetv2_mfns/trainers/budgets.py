@@ -5,24 +5,41 @@ no flag for it, so each budget is a class `<Trainer>_<budget>`. The head-to-head
 same budget (same epochs x iterations) by appending the same suffix.
 The classes are generated here rather than written out 3 x 9 times; each one only sets the schedule.
 """
-from typing import Dict, Type
+from typing import Dict, NamedTuple, Type
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-# budget -> (epochs, training iterations per epoch, validation iterations per epoch, mirroring TTA at validation)
-BUDGETS: Dict[str, tuple] = {
-    "ci": (1, 2, 1, False),          # tests: proves the plumbing, learns nothing
-    "demo": (3, 8, 1, False),        # README demo on a 2-core CPU
-    "short": (20, 50, 10, True),     # GPU smoke runs
+from nnunetv2_mfns.trainers.learning_curve import with_learning_curve
+
+
+class Budget(NamedTuple):
+    epochs: int
+    iterations: int                 # training iterations per epoch
+    val_iterations: int             # nnU-Net validation iterations per epoch (its pseudo-Dice, checkpoint_best)
+    validation_tta: bool            # mirroring at the end-of-training validation and in the checkpoint
+    curve_every: int = 0            # record a learning-curve point every k epochs (learning_curve.py); 0 = off
+
+
+BUDGETS: Dict[str, Budget] = {
+    "ci": Budget(1, 2, 1, False),          # tests: proves the plumbing, learns nothing
+    "demo": Budget(3, 8, 1, False),        # README demo on a 2-core CPU
+    # CPU convergence study on the `study` phantom profile (issue 10): 500 iterations (the paper recipe's
+    # curves flattened within ~150 on the demo phantom, stock nnU-Net's started after ~300), a
+    # validation-DSC point every 50 iterations
+    "study": Budget(20, 25, 3, True, curve_every=2),
+    "short": Budget(20, 50, 10, True),     # GPU smoke runs
 }
 
 
 def make_schedule_variant(base: Type[nnUNetTrainer], name: str, epochs: int, iterations: int,
                           val_iterations: int, validation_tta: bool = True,
-                          module_name: str = __name__) -> Type[nnUNetTrainer]:
+                          module_name: str = __name__, curve_every: int = 0) -> Type[nnUNetTrainer]:
     """`base` with only its schedule changed (epochs x iterations, validation iterations, a checkpoint every
-    epoch) and, with `validation_tta=False`, no mirroring at the final validation / inference."""
+    epoch) and, with `validation_tta=False`, no mirroring at the final validation / inference. With
+    `curve_every` > 0 it also records a learning curve (learning_curve.py) every that many epochs."""
+    if curve_every:
+        base = with_learning_curve(base, curve_every)
 
     class _Budgeted(base):
         def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
@@ -49,9 +66,10 @@ def make_schedule_variant(base: Type[nnUNetTrainer], name: str, epochs: int, ite
 
 
 def make_budget_variant(base: Type[nnUNetTrainer], budget: str, module_name: str = __name__) -> Type[nnUNetTrainer]:
-    epochs, iterations, val_iterations, validation_tta = BUDGETS[budget]
-    cls = make_schedule_variant(base, f"{base.__name__}_{budget}", epochs, iterations, val_iterations,
-                                validation_tta, module_name)
-    cls.__doc__ = (f"{base.__name__} with budget '{budget}': {epochs} epochs x {iterations} iterations"
-                   f"{'' if validation_tta else ', no mirroring at validation/inference'}.")
+    b = BUDGETS[budget]
+    cls = make_schedule_variant(base, f"{base.__name__}_{budget}", b.epochs, b.iterations, b.val_iterations,
+                                b.validation_tta, module_name, b.curve_every)
+    cls.__doc__ = (f"{base.__name__} with budget '{budget}': {b.epochs} epochs x {b.iterations} iterations"
+                   f"{'' if b.validation_tta else ', no mirroring at validation/inference'}"
+                   f"{f', learning curve every {b.curve_every} epochs' if b.curve_every else ''}.")
     return cls
