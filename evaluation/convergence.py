@@ -12,6 +12,11 @@ best, so it is recomputed here from every epoch's pseudo-Dice with the same form
 `--c` starts a new log file that repeats epochs from the last checkpoint on; the later file wins.
 Torch-free text parsing, so the report can read logs of models trained elsewhere.
 
+When the folder also holds `learning_curve.csv` (trainers with the `study` budget record our DSC on the fold's
+validation cases every few epochs, nnunetv2_mfns/trainers/learning_curve.py), the rule is applied to that
+curve instead (one value per evaluation point: the mean DSC over the validation cases): it is the metric the
+report tests on, measured on whole validation volumes rather than nnU-Net's sampled patches.
+
 Rising rule (ours; stated in every report that uses it): with n epochs and window w = max(2, n // 4), the curve
 is *still rising* when the mean pseudo-Dice of the last w epochs exceeds that of the w epochs before by more
 than `min_gain` (default 0.02 Dice); fewer than 2 w epochs are *too short to judge*. The raw per-epoch values
@@ -24,7 +29,9 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+import csv
+from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from nnunetv2_mfns.errors import MfnsInputError
@@ -44,8 +51,9 @@ class Convergence:
     pseudo_dice: list[float]  # mean foreground pseudo-Dice per epoch, epoch 0 first
     ema: list[float]
     status: str               # "rising", "flat", "too short", "no log"
-    gain: float               # mean pseudo-Dice of the last window minus the window before, NaN when not judged
+    gain: float               # mean of the last window minus the window before, NaN when not judged
     window: int
+    validation_dsc: list[tuple[int, float]] = field(default_factory=list)  # (iterations, mean DSC) when recorded
 
     @property
     def final_ema(self) -> float:
@@ -54,6 +62,12 @@ class Convergence:
     def describe(self) -> str:
         if self.status == "no log":
             return "no finished epoch in a training_log_*.txt there"
+        if self.validation_dsc:
+            it, dsc = self.validation_dsc[-1]
+            if self.status == "too short":
+                return f"{len(self.validation_dsc)} validation-DSC point(s): too short to judge"
+            return (f"{self.status} (validation DSC {dsc:.3f} after {it} iterations; mean DSC {self.gain:+.3f} from "
+                    f"the {self.window} points before to the last {self.window})")
         if self.status == "too short":
             return f"{len(self.ema)} epoch(s): too short to judge"
         return (f"{self.status} (EMA pseudo-Dice {self.final_ema:.3f} after {len(self.ema)} epochs; mean pseudo-Dice "
@@ -110,6 +124,21 @@ def judge(pseudo_dice: list[float], min_gain: float = DEFAULT_MIN_GAIN) -> tuple
     return ("rising" if gain > min_gain else "flat"), float(gain), window
 
 
+def read_validation_dsc(model_folder: Path) -> list[tuple[int, float]]:
+    """[(iterations, mean DSC over the validation cases)] from the folder's learning_curve.csv, [] without one."""
+    path = Path(model_folder) / "learning_curve.csv"
+    if not path.is_file():
+        return []
+    by_it: dict[int, list[float]] = defaultdict(list)
+    try:
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                by_it[int(row["iterations"])].append(float(row["dsc"]))
+    except (KeyError, ValueError) as e:
+        raise MfnsInputError(f"{path}: not a learning curve (needs 'iterations' and 'dsc' columns): {e}") from None
+    return [(it, sum(v) / len(v)) for it, v in sorted(by_it.items())]
+
+
 def read_convergence(model_folder: Path | str, min_gain: float = DEFAULT_MIN_GAIN) -> Convergence:
     """Validation curve of one nnU-Net model folder (all its training_log_*.txt, oldest first)."""
     folder = Path(model_folder)
@@ -124,5 +153,6 @@ def read_convergence(model_folder: Path | str, min_gain: float = DEFAULT_MIN_GAI
     n = max(per_epoch) + 1
     dice = [per_epoch.get(e, math.nan) for e in range(n)]
     ema = ema_curve(dice)
-    status, gain, window = judge(dice, min_gain)
-    return Convergence(str(folder), dice, ema, status, gain, window)
+    curve = read_validation_dsc(folder) if folder.is_dir() else []
+    status, gain, window = judge([d for _, d in curve] if curve else dice, min_gain)
+    return Convergence(str(folder), dice, ema, status, gain, window, curve)

@@ -182,6 +182,26 @@ def test_convergence_parses_nnunet_log_and_judges_the_curve(tmp_path):
     assert ema_curve([0.2, float("nan"), 0.4]) == pytest.approx([0.2, 0.2, 0.22])
 
 
+def test_convergence_judged_on_our_validation_dsc_when_recorded(tmp_path):
+    """A `study` model folder holds learning_curve.csv: the rule reads our DSC there, not the pseudo-Dice."""
+    from nnunetv2_mfns.evaluation.convergence import read_convergence
+    from nnunetv2_mfns.trainers.learning_curve import CURVE_FIELDS, append_curve_rows
+    folder = tmp_path / "study"
+    write_training_log(folder, [0.7] * 20)  # nnU-Net's pseudo-Dice: flat
+    rows = [dict.fromkeys(CURVE_FIELDS, 0) | {"iterations": it, "case": c, "group": "val", "dsc": d}
+            for it, dscs in ((50, (0.2, 0.3)), (100, (0.3, 0.4)), (150, (0.4, 0.5)), (200, (0.55, 0.65)))
+            for c, d in zip(("A", "B"), dscs)]
+    append_curve_rows(folder / "learning_curve.csv", rows)
+    c = read_convergence(folder)
+    assert c.validation_dsc == [(50, pytest.approx(0.25)), (100, pytest.approx(0.35)), (150, pytest.approx(0.45)),
+                                (200, pytest.approx(0.6))]
+    # last 2 points vs the 2 before: 0.525 - 0.3 -> still rising, although the pseudo-Dice is flat
+    assert c.status == "rising" and c.gain == pytest.approx(0.225) and "validation DSC 0.600 after 200" in c.describe()
+    (folder / "learning_curve.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(MfnsInputError, match="not a learning curve"):
+        read_convergence(folder)
+
+
 def _training_provenance(tmp_path, budget, curves):
     folders = []
     for k, dice in enumerate(curves):

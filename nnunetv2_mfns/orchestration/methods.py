@@ -1,7 +1,7 @@
 """Method names of the head-to-head -> (nnU-Net configuration, trainer class), with the shared budget suffix.
 
 Every method is trained by the stock `nnUNetv2_train`, so a method is just a configuration and a trainer
-class name. The budget (`ci`, `demo`, `short`, `full`) is appended to every method's trainer so that all
+class name. The budget (`ci`, `demo`, `study`, `short`, `full`) is appended to every method's trainer so that all
 methods get the same epochs x iterations (`full` = the trainer's own schedule, no suffix).
 Class names are checked up front with nnU-Net's own class lookup, so a typo fails before any work.
 """
