@@ -101,9 +101,11 @@ def budget_markdown(budgets: list[MethodBudget], known: bool) -> list[str]:
         rows.append([b.method, str(e.get("trainer", "")), str(e.get("configuration", "")), str(e.get("budget", "")),
                      _schedule(e), str(e.get("checkpoint", "")), curve])
     L.append(markdown_table(["method", "trainer", "configuration", "budget", "epochs x iterations",
-                             "checkpoint tested", "validation curve (nnU-Net EMA pseudo-Dice, per fold)"], rows))
-    L += ["", "Read from nnU-Net's training_log_*.txt (`evaluation/convergence.py`): a curve is *still rising* when "
-          "the mean pseudo-Dice of its last quarter of epochs (at least 2) exceeds that of the quarter before by more "
-          "than 0.02; the EMA is the value nnU-Net picks checkpoint_best.pth on. Budgets `ci` and `demo` only check "
-          "the pipeline.", ""]
+                             "checkpoint tested", "validation curve (per fold)"], rows))
+    L += ["", "Read from the model folders (`evaluation/convergence.py`): where training recorded a learning curve "
+          "(`learning_curve.csv`, the `study` budget) the curve is our DSC on the fold's validation cases at each "
+          "evaluation point; otherwise nnU-Net's per-epoch pseudo-Dice from its training_log_*.txt. A curve is "
+          "*still rising* when the mean of its last quarter of points (at least 2) exceeds that of the quarter "
+          "before by more than 0.02. nnU-Net picks checkpoint_best.pth on its EMA pseudo-Dice. Budgets `ci` and "
+          "`demo` only check the pipeline.", ""]
     return L
