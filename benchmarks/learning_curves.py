@@ -174,6 +174,22 @@ def summarise(rows: List[dict]) -> Dict[str, List[dict]]:
     return out
 
 
+def finished_folds_only(rows: List[dict], budget_its: int) -> Tuple[List[dict], Dict[str, List[str]]]:
+    """Per method, the rows of the folds that reached ``budget_its`` (all its rows when none has yet), and
+    per method the folds left out because they are still training."""
+    reached: Dict[Tuple[str, str], int] = {}
+    for r in rows:
+        key = (r["method"], r["fold"])
+        reached[key] = max(reached.get(key, 0), int(r["iterations"]))
+    finished = {m for (m, f), it in reached.items() if it >= budget_its}
+    unfinished: Dict[str, List[str]] = {}
+    for (m, f), it in sorted(reached.items()):
+        if m in finished and it < budget_its:
+            unfinished.setdefault(m, []).append(f"fold {f} at {it}")
+    kept = [r for r in rows if r["method"] not in finished or reached[(r["method"], r["fold"])] >= budget_its]
+    return kept, unfinished
+
+
 def complete_points(points: List[dict]) -> List[dict]:
     """The points every fold of the method reached (a curve mixing folds at its end would jump)."""
     n = max(p["n_folds"] for p in points)
@@ -203,9 +219,11 @@ def plot(curves: Dict[str, List[dict]], png: Path, title: str) -> None:
             ax.plot([p[x] for p in pts], [p["pseudo_dice"] for p in pts], ls=":", color=line.get_color(), lw=1)
     axes[0].set_xlabel("training iterations")
     axes[1].set_xlabel("training CPU seconds per fold (process time, evaluation excluded)")
+    values = [v for pts in curves.values() for p in complete_points(pts) for v in (p["dsc"], p["pseudo_dice"])]
     for ax in axes:
         ax.set_ylabel("DSC")
-        ax.set_ylim(0, 1)
+        # zoomed to the data (the differences between methods are a few DSC points), never beyond [0, 1]
+        ax.set_ylim(max(0.0, min(values) - 0.05), min(1.0, max(values) + 0.05))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
     fig.suptitle(f"{title}\nsolid: DSC of our evaluation on the folds' validation cases; dotted: nnU-Net "
@@ -223,9 +241,11 @@ def write_outputs(rows: List[dict], out: Path, meta: dict) -> None:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
         w.writeheader()
         w.writerows(rows)
-    curves = summarise(rows)
+    budget_its = meta.get("budget_iterations") or max(int(r["iterations"]) for r in rows)
+    # a method's curve pools the folds that finished; folds still training are named, not mixed in
+    pooled, unfinished = finished_folds_only(rows, budget_its)
+    curves = summarise(pooled)
     plot(curves, out / "learning_curves.png", meta.get("title", "learning curves"))
-    budget_its = meta.get("budget_iterations") or max(p["iterations"] for pts in curves.values() for p in pts)
     commands = meta.get("commands") or [meta.get("command", "")]
     lines = [f"# Learning curves: {meta.get('title', '')}", "",
              "- command(s): " + "; ".join(f"`{c}`" for c in commands),
@@ -251,6 +271,9 @@ def write_outputs(rows: List[dict], out: Path, meta: dict) -> None:
         lines.append(f"| {method} | {last['folds']} | {last['n_cases']} | {len(pts_c)} | {last['iterations']} | "
                      f"{last['dsc']:.3f} | {last['sen']:.3f} / {last['ppv']:.3f} | {plateau_txt} | {rise:+.3f} | "
                      f"{reach_txt} | {last['cpu_s'] / last['iterations']:.2f} |")
+    if unfinished:
+        lines += ["", "Still training, not pooled above: " +
+                  "; ".join(f"{m}: {', '.join(v)} iterations" for m, v in unfinished.items()) + "."]
     lines += ["", "## DSC (validation cases, folds reached by every point) by iteration", "",
               "| iterations | " + " | ".join(curves) + " |", "|---|" + "---|" * len(curves)]
     for it in sorted({p["iterations"] for pts in curves.values() for p in pts}):

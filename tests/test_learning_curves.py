@@ -116,6 +116,11 @@ def test_outputs_pool_folds_and_claim_no_plateau_for_unfinished_curves(lc, tmp_p
     # fast: pooled DSC 0.6 at 10 (4 cases), then 0.7; plateau 0.7, 95% of it (0.665) first at 20; flat tail
     assert "| fast | 0,1 | 4 | 4 | 40 | 0.700 | 0.700 / 0.700 | 0.700 | +0.000 | 20 | 1.50 |" in readme
     assert "| slow | 0,1 | 4 | 1 | 10 | 0.100 |" in readme and "n/a (ends at 10 of 40)" in readme
+    # a method with a finished fold pools only finished folds; the one still training is named
+    partial = fast + _rows("fast", 2, [(10, [0.0, 0.0])])
+    lc.write_outputs(partial, out, {"title": "test", "budget_iterations": 40})
+    readme = (out / "README.md").read_text()
+    assert "| fast | 0,1 | 4 | 4 | 40 | 0.700 |" in readme and "fast: fold 2 at 10 iterations" in readme
     curves = lc.summarise(fast)
     assert curves["fast"][0]["dsc"] == pytest.approx(0.6) and curves["fast"][0]["n_folds"] == 2
     assert lc.plateau_stats(curves["fast"]) == (pytest.approx(0.7), 20, pytest.approx(0.0))
