@@ -119,6 +119,13 @@ def predictions_current(pred_dir: Path, model_doc: Optional[dict], checkpoint: s
             and doc.get("training_id") == model_doc.get("training_id") and doc.get("checkpoint") == checkpoint)
 
 
+def predictions_complete(pred_dir: Path, model_doc: Optional[dict], checkpoint: str, test_cases: list[str],
+                         file_ending: str) -> bool:
+    """True when pred_dir is current for this model and checkpoint and holds every test case."""
+    return (predictions_current(pred_dir, model_doc, checkpoint)
+            and all((pred_dir / f"{c}{file_ending}").is_file() for c in test_cases))
+
+
 def reset_prediction_dir(pred_dir: Path, model_doc: dict, model_folder: Path, checkpoint: str) -> None:
     """Empties pred_dir (old cases of another split would be scored too) and records what will be predicted."""
     pred_dir = Path(pred_dir)

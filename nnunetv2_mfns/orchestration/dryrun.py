@@ -66,9 +66,7 @@ def _model_lines(pipe: "Pipeline", m, fold: int, splits) -> list[str]:
 
 
 def _all_predicted(pipe: "Pipeline", m, fold: int, splits: dict) -> bool:
-    from nnunetv2_mfns.orchestration.digests import predictions_current, read_digest
+    from nnunetv2_mfns.orchestration.digests import predictions_complete, read_digest
 
-    d = pipe.layout.prediction_dir(m, fold)
-    model_doc = read_digest(pipe.layout.model_folder(m, fold))
-    return (predictions_current(d, model_doc, pipe.cfg.checkpoint_file)
-            and all((d / f"{c}{FILE_ENDING}").is_file() for c in pipe.layout.test_cases(fold, splits)))
+    return predictions_complete(pipe.layout.prediction_dir(m, fold), read_digest(pipe.layout.model_folder(m, fold)),
+                                pipe.cfg.checkpoint_file, pipe.layout.test_cases(fold, splits), FILE_ENDING)

@@ -29,7 +29,7 @@ from nnunetv2_mfns.orchestration.commands import Commands
 from nnunetv2_mfns.orchestration.config import (  # noqa: F401  (public names, imported from here by the CLI)
     CPU_ENV_DEFAULTS, FILE_ENDING, NNUNET_DIRS, CompareConfig, CompareStepError, child_env, default_checkpoint, exe)
 from nnunetv2_mfns.orchestration.digests import (fold_lists, has_model, model_mismatch, move_aside,
-                                                 predictions_current, read_digest, reset_prediction_dir, split_digest,
+                                                 predictions_complete, read_digest, reset_prediction_dir, split_digest,
                                                  write_model_digest)
 from nnunetv2_mfns.orchestration.dryrun import dry_run_lines
 from nnunetv2_mfns.orchestration.layout import DatasetLayout, check_before_work
@@ -166,9 +166,8 @@ class Pipeline:
         return write_model_digest(folder, lists, digest, fold, m.trainer, m.configuration)
 
     def _predictions_current(self, m: Method, fold: int, model_doc: dict) -> bool:
-        d = self.layout.prediction_dir(m, fold)
-        return predictions_current(d, model_doc, self.cfg.checkpoint_file) and \
-            all((d / f"{c}{FILE_ENDING}").is_file() for c in self.layout.test_cases(fold))
+        return predictions_complete(self.layout.prediction_dir(m, fold), model_doc, self.cfg.checkpoint_file,
+                                    self.layout.test_cases(fold), FILE_ENDING)
 
     def train_and_predict(self, m: Method, fold: int, env: Optional[dict] = None) -> None:
         tag = f"{m.name}_fold{fold}"
