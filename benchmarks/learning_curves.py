@@ -306,6 +306,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rep.add_argument("--out", type=Path, required=True, help="output folder under docs/results (name with 'curve')")
     rep.add_argument("--meta", type=Path, help="JSON with title, commands, seed, budget, budget_iterations, machine")
     rep.add_argument("--notes-file", type=Path, help="Markdown appended to the README as 'Notes'")
+    rep.add_argument("--folds", help="comma-separated folds to include (default: every fold found)")
     for name in ("run", "_train"):
         s = sub.add_parser(name)
         s.add_argument("--work", type=Path, required=True, help="folder for nnU-Net raw/preprocessed/results")
@@ -335,7 +336,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         meta.setdefault("versions", _versions())
         if args.notes_file:
             meta["notes"] = args.notes_file.read_text()
-        write_outputs([r for res in args.results for r in collect_rows(res)], args.out, meta)
+        rows = [r for res in args.results for r in collect_rows(res)]
+        if args.folds:
+            rows = [r for r in rows if r["fold"] in args.folds.split(",")]
+        write_outputs(rows, args.out, meta)
         return 0
 
     work = args.work.resolve()
