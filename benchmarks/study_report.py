@@ -21,12 +21,15 @@ from pathlib import Path
 DATASET = "Dataset613_PVSStudy"
 
 
-def finished_jobs(study: Path, methods: list[str]) -> dict[str, list[tuple[int, Path]]]:
-    """method -> [(fold, job workdir)] for every job whose workdir has predictions and a provenance.json."""
+def finished_jobs(study: Path, methods: list[str], folds: list[int] | None = None) -> dict[str, list[tuple[int, Path]]]:
+    """method -> [(fold, job workdir)] for every job (of `folds`, default all) whose workdir has predictions
+    and a provenance.json."""
     out: dict[str, list[tuple[int, Path]]] = {}
     for m in methods:
         for wd in sorted(study.glob(f"w_{m}_f*")):
             fold = int(wd.name.rsplit("_f", 1)[1])
+            if folds is not None and fold not in folds:
+                continue
             pred = wd / "predictions_best" / m / f"fold_{fold}"
             if (wd / "provenance.json").is_file() and pred.is_dir() and any(pred.glob("*.nii.gz")):
                 out.setdefault(m, []).append((fold, wd))
@@ -62,10 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--methods", required=True, help="comma-separated, the first is the reference of the tests")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--folds", help="comma-separated folds to report (default: every finished one)")
     args = p.parse_args(argv)
     study = args.study.resolve()
     methods = args.methods.split(",")
-    jobs = finished_jobs(study, methods)
+    jobs = finished_jobs(study, methods, [int(f) for f in args.folds.split(",")] if args.folds else None)
     missing = [m for m in methods if m not in jobs]
     if missing:
         raise SystemExit(f"no finished job for {', '.join(missing)} under {study}")
