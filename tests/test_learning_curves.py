@@ -124,3 +124,31 @@ def test_outputs_pool_folds_and_claim_no_plateau_for_unfinished_curves(lc, tmp_p
     curves = lc.summarise(fast)
     assert curves["fast"][0]["dsc"] == pytest.approx(0.6) and curves["fast"][0]["n_folds"] == 2
     assert lc.plateau_stats(curves["fast"]) == (pytest.approx(0.7), 20, pytest.approx(0.0))
+
+
+def test_study_report_merges_the_per_job_workdirs(tmp_path):
+    """benchmarks/study_report.py: finished jobs only (predictions + provenance), folds filter, one training
+    entry per method with every fold's model folder and split digest."""
+    spec = importlib.util.spec_from_file_location("study_report", ROOT / "benchmarks" / "study_report.py")
+    sr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sr)
+    import json
+    for method, fold, finished in (("MfNS_De", 0, True), ("MfNS_De", 1, True), ("MfNS_De", 2, False),
+                                   ("UNet2D", 0, True)):
+        wd = tmp_path / f"w_{method}_f{fold}"
+        pred = wd / "predictions_best" / method / f"fold_{fold}"
+        pred.mkdir(parents=True)
+        if finished:
+            (pred / "PVS_001.nii.gz").write_bytes(b"x")
+            (wd / "provenance.json").write_text(json.dumps({
+                "dataset": "Dataset613_PVSStudy", "training budget": "study: ...",
+                "training": {method: {"trainer": f"{method}_study", "budget": "study",
+                                      "model_folders": [f"/r/{method}/fold_{fold}"], "split_digests": {str(fold): f"d{fold}"}}},
+                "mfns-compare command": f"mfns-compare --methods {method} --folds {fold}"}))
+    jobs = sr.finished_jobs(tmp_path, ["MfNS_De", "UNet2D"])
+    assert {m: [f for f, _ in runs] for m, runs in jobs.items()} == {"MfNS_De": [0, 1], "UNet2D": [0]}
+    assert [f for f, _ in sr.finished_jobs(tmp_path, ["MfNS_De"], [1])["MfNS_De"]] == [1]
+    prov = sr.merged_provenance(jobs)
+    assert prov["training"]["MfNS_De"]["model_folders"] == ["/r/MfNS_De/fold_0", "/r/MfNS_De/fold_1"]
+    assert prov["training"]["MfNS_De"]["split_digests"] == {"0": "d0", "1": "d1"}
+    assert prov["folds"] == {"MfNS_De": [0, 1], "UNet2D": [0]} and len(prov["jobs"]) == 3
