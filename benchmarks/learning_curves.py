@@ -77,9 +77,9 @@ def prepare(work: Path, dataset_id: int, n_subjects: int, profile: str, seed: in
                        env=env, check=True)
     missing = [c for c in configs if not (pre / f"nnUNetPlans_{c}").is_dir()]
     if missing or not (pre / "nnUNetPlans.json").is_file():
-        # the planner sizes its torch thread pool with nnUNet_n_proc_DA, which must be >= 1 there
+        from nnunetv2_mfns.orchestration.config import planner_env
         subprocess.run([_exe("nnUNetv2_plan_and_preprocess"), "-d", str(dataset_id), "-c", *configs, "-np", "1",
-                        "--verify_dataset_integrity"], env=dict(env, nnUNet_n_proc_DA="1"), check=True)
+                        "--verify_dataset_integrity"], env=planner_env(env), check=True)
     return name
 
 

@@ -531,3 +531,11 @@ def test_slurm_prepare_moves_stale_models_for_the_fold_jobs(tmp_path, nnunet_dir
     # fold 1: a checkpoint without any digest is of unknown lists: moved aside too, never continued with --c
     assert not (unknown / "checkpoint_latest.pth").exists()
     assert len(list((stale.parent / "mfns_stale").iterdir())) == 2
+
+
+def test_planner_gets_at_least_one_augmentation_worker():
+    """nnU-Net's planner fails with nnUNet_n_proc_DA=0 (valid for training): its step gets 1, other values stay."""
+    from nnunetv2_mfns.orchestration.config import planner_env
+    assert planner_env({"nnUNet_n_proc_DA": "0", "X": "y"}) == {"nnUNet_n_proc_DA": "1", "X": "y"}
+    assert planner_env({"nnUNet_n_proc_DA": "3"})["nnUNet_n_proc_DA"] == "3"
+    assert "nnUNet_n_proc_DA" not in planner_env({"X": "y"})

@@ -84,6 +84,15 @@ def exe(name: str) -> str:
     return str(BIN / name)
 
 
+def planner_env(env: dict) -> dict:
+    """`env` for nnUNetv2_plan_and_preprocess: nnU-Net's planner sizes a torch thread pool with
+    nnUNet_n_proc_DA, so 0 (augmentation inside the training process, valid for nnUNetv2_train) makes it
+    fail; the planner gets at least 1."""
+    if env.get("nnUNet_n_proc_DA", "1").strip() in ("0", ""):
+        return dict(env, nnUNet_n_proc_DA="1")
+    return env
+
+
 def child_env(base: dict, workdir: Path, device: str, demo: bool) -> dict:
     """Environment for the children. nnU-Net's three folders must be set (by the user, or by --demo to
     folders inside the workdir). On CPU the export/augmentation workers are kept to 1: nnU-Net's default of

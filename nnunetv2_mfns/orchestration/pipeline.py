@@ -27,7 +27,8 @@ from nnunetv2_mfns.errors import MfnsInputError
 from nnunetv2_mfns.jsonio import write_json_atomic
 from nnunetv2_mfns.orchestration.commands import Commands
 from nnunetv2_mfns.orchestration.config import (  # noqa: F401  (public names, imported from here by the CLI)
-    CPU_ENV_DEFAULTS, FILE_ENDING, NNUNET_DIRS, CompareConfig, CompareStepError, child_env, default_checkpoint, exe)
+    CPU_ENV_DEFAULTS, FILE_ENDING, NNUNET_DIRS, CompareConfig, CompareStepError, child_env, default_checkpoint, exe,
+    planner_env)
 from nnunetv2_mfns.orchestration.digests import (fold_lists, has_model, model_mismatch, move_aside,
                                                  predictions_complete, read_digest, reset_prediction_dir, split_digest,
                                                  write_model_digest)
@@ -122,11 +123,7 @@ class Pipeline:
                                                      f"{', '.join(self.cfg.configurations)}")
         else:
             self.out(f"planning and preprocessing ({', '.join(self.cfg.configurations)})")
-            # nnU-Net's planner sizes a torch thread pool with nnUNet_n_proc_DA; 0 (augmentation in the
-            # training process, valid for nnUNetv2_train) makes it fail, so the planner gets at least 1
-            env = self.cfg.env
-            plan_env = dict(env, nnUNet_n_proc_DA="1") if env.get("nnUNet_n_proc_DA", "1").strip() in ("0", "") else None
-            self.run_step("plan_and_preprocess", "plan", cmds.plan(), env=plan_env)
+            self.run_step("plan_and_preprocess", "plan", cmds.plan(), env=planner_env(self.cfg.env))
         for fold in self.cfg.folds:
             self._link_test_inputs(fold)
 
