@@ -39,9 +39,11 @@ def finished_jobs(study: Path, methods: list[str], folds: list[int] | None = Non
 def merged_provenance(jobs: dict[str, list[tuple[int, Path]]]) -> dict:
     training: dict[str, dict] = {}
     calls = []
+    first = None
     for m, runs in jobs.items():
         for fold, wd in runs:
             prov = json.loads((wd / "provenance.json").read_text())
+            first = first or prov
             entry = prov["training"][m]
             if m not in training:
                 training[m] = dict(entry, model_folders=[], split_digests={})
@@ -51,7 +53,6 @@ def merged_provenance(jobs: dict[str, list[tuple[int, Path]]]) -> dict:
                           "mfns-compare command": prov.get("mfns-compare command"),
                           "training wall time (s)": prov.get("training wall time per method x fold (s)"),
                           "device": prov.get("device"), "versions": prov.get("versions")})
-    first = json.loads((next(iter(jobs.values()))[0][1] / "provenance.json").read_text())
     return {"merged by": "benchmarks/study_report.py (one mfns-compare call per method x fold, run_study.sh)",
             "dataset": first.get("dataset"), "training budget": first.get("training budget"),
             "training": training, "folds": {m: [f for f, _ in runs] for m, runs in jobs.items()},
