@@ -37,6 +37,7 @@ from pathlib import Path
 from nnunetv2_mfns.errors import MfnsInputError
 
 EMA_DECAY = 0.9  # nnU-Net's nnUNetLogger
+CURVE_FILE = "learning_curve.csv"  # written by nnunetv2_mfns/trainers/learning_curve.py (which imports this name)
 DEFAULT_MIN_GAIN = 0.02
 _TIMESTAMP = r"^\d{4}-\d{2}-\d{2} [\d:.]+: "
 _EPOCH = re.compile(_TIMESTAMP + r"Epoch (\d+)\s*$")
@@ -126,7 +127,7 @@ def judge(pseudo_dice: list[float], min_gain: float = DEFAULT_MIN_GAIN) -> tuple
 
 def read_validation_dsc(model_folder: Path) -> list[tuple[int, float]]:
     """[(iterations, mean DSC over the validation cases)] from the folder's learning_curve.csv, [] without one."""
-    path = Path(model_folder) / "learning_curve.csv"
+    path = Path(model_folder) / CURVE_FILE
     if not path.is_file():
         return []
     by_it: dict[int, list[float]] = defaultdict(list)

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-CURVE_FILE = "learning_curve.csv"
+from nnunetv2_mfns.evaluation.convergence import CURVE_FILE  # one name for writer and reader
+
 CURVE_STATE_FILE = "learning_curve_state.json"
 CURVE_FIELDS = ["trainer", "configuration", "fold", "epoch", "iterations", "cpu_s", "wall_s", "pseudo_dice",
                 "ema_pseudo_dice", "group", "case", "dsc", "sen", "ppv"]
