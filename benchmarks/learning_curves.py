@@ -332,6 +332,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.cmd == "_train":
         return train_one(args)
     if args.cmd == "report":
+        for given in [args.meta, args.notes_file, *args.results]:
+            if given is not None and not given.exists():
+                raise SystemExit(f"{given}: not found")
         meta = json.loads(args.meta.read_text()) if args.meta else {}
         meta.setdefault("versions", _versions())
         if args.notes_file:

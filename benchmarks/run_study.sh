@@ -13,7 +13,11 @@
 #     benchmarks/run_study.sh /work/study "MfNS_De:0 nnUNetTrainerMfNSDe_ResCBAM:0" > queue_A.log 2>&1 &
 #     benchmarks/run_study.sh /work/study "UNet2D:0 nnUNet_2d:0" > queue_B.log 2>&1 &
 set -u
-study=$(realpath "$1")
+if [ $# -ne 2 ] || [ -z "$2" ]; then
+  echo "usage: $0 STUDY_DIR prepare | \"METHOD:FOLD METHOD:FOLD ...\"" >&2
+  exit 2
+fi
+study=$(realpath -m "$1")
 jobs=$2
 export nnUNet_raw=$study/raw nnUNet_preprocessed=$study/preprocessed nnUNet_results=$study/results
 # one torch thread per queue; augmentation inside the training process so that the curve's CPU seconds include it

@@ -60,17 +60,29 @@ def merged_provenance(jobs: dict[str, list[tuple[int, Path]]]) -> dict:
             "checkpoint used for testing": first.get("checkpoint used for testing"), "jobs": calls}
 
 
+def _fold_list(text: str) -> list[int]:
+    try:
+        folds = [int(f) for f in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated fold numbers, got {text!r}") from None
+    if any(not 0 <= f <= 4 for f in folds):
+        raise argparse.ArgumentTypeError(f"folds are 0-4, got {text!r}")
+    return folds
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--study", type=Path, required=True, help="the folder given to run_study.sh")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--methods", required=True, help="comma-separated, the first is the reference of the tests")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--folds", help="comma-separated folds to report (default: every finished one)")
+    p.add_argument("--folds", type=_fold_list, help="comma-separated folds to report (default: every finished one)")
     args = p.parse_args(argv)
     study = args.study.resolve()
     methods = args.methods.split(",")
-    jobs = finished_jobs(study, methods, [int(f) for f in args.folds.split(",")] if args.folds else None)
+    if not study.is_dir():
+        raise SystemExit(f"--study {study}: no such folder")
+    jobs = finished_jobs(study, methods, args.folds)
     missing = [m for m in methods if m not in jobs]
     if missing:
         raise SystemExit(f"no finished job for {', '.join(missing)} under {study}")

@@ -152,3 +152,24 @@ def test_study_report_merges_the_per_job_workdirs(tmp_path):
     assert prov["training"]["MfNS_De"]["model_folders"] == ["/r/MfNS_De/fold_0", "/r/MfNS_De/fold_1"]
     assert prov["training"]["MfNS_De"]["split_digests"] == {"0": "d0", "1": "d1"}
     assert prov["folds"] == {"MfNS_De": [0, 1], "UNet2D": [0]} and len(prov["jobs"]) == 3
+
+
+def test_study_tools_refuse_bad_input_and_write_nothing(lc, tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location("study_report", ROOT / "benchmarks" / "study_report.py")
+    sr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sr)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="no such folder"):
+        sr.main(["--study", str(tmp_path / "missing"), "--out", str(out), "--methods", "MfNS_De"])
+    with pytest.raises(SystemExit, match="no finished job for MfNS_De"):
+        sr.main(["--study", str(tmp_path), "--out", str(out), "--methods", "MfNS_De"])
+    with pytest.raises(SystemExit):
+        sr.main(["--study", str(tmp_path), "--out", str(out), "--methods", "MfNS_De", "--folds", "0,x"])
+    assert "expected comma-separated fold numbers" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="not found"):
+        lc.main(["report", "--results", str(tmp_path / "missing"), "--out", str(out)])
+    with pytest.raises(SystemExit, match="no learning-curve rows"):
+        lc.main(["report", "--results", str(tmp_path), "--out", str(out)])
+    assert not out.exists()
+    proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "run_study.sh")], capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "usage:" in proc.stderr
