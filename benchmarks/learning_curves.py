@@ -272,7 +272,7 @@ def write_outputs(rows: List[dict], out: Path, meta: dict) -> None:
                      f"{last['dsc']:.3f} | {last['sen']:.3f} / {last['ppv']:.3f} | {plateau_txt} | {rise:+.3f} | "
                      f"{reach_txt} | {last['cpu_s'] / last['iterations']:.2f} |")
     if unfinished:
-        lines += ["", "Still training, not pooled above: " +
+        lines += ["", "Unfinished folds (still training or stopped before the budget), not pooled above: " +
                   "; ".join(f"{m}: {', '.join(v)} iterations" for m, v in unfinished.items()) + "."]
     lines += ["", "## DSC (validation cases, folds reached by every point) by iteration", "",
               "| iterations | " + " | ".join(curves) + " |", "|---|" + "---|" * len(curves)]
