@@ -4,7 +4,8 @@
 # same line after an interruption and every job continues where it stopped (nnU-Net's checkpoint_latest,
 # finished jobs are skipped by mfns-compare). On a GPU the same study is one command:
 #   mfns-compare --phantom --profile study --n-subjects 20 --phantom-id 613 --phantom-name PVSStudy --seed 0 \
-#       --budget study --methods MfNS_De,nnUNetTrainerMfNSDe_ResCBAM,UNet2D,nnUNet_2d,nnUNet_3d --device cuda
+#       --budget study --device cuda \
+#       --methods MfNS_De,UNet2D,nnUNet_2d,nnUNet_3d,nnUNetTrainerMfNSDe_ResCBAM,nnUNetTrainerMfNSDe_NoAttention,nnUNetTrainerMfNSDe_NoHF,nnUNetTrainerMfNSDe_NoDS
 #
 # usage: benchmarks/run_study.sh STUDY_DIR "METHOD:FOLD METHOD:FOLD ..."
 #   STUDY_DIR holds nnU-Net's three folders (raw, preprocessed, results) and one workdir per job (w_METHOD_fFOLD).
