@@ -14,12 +14,22 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-@pytest.fixture(scope="module")
-def lc():
-    spec = importlib.util.spec_from_file_location("learning_curves", ROOT / "benchmarks" / "learning_curves.py")
+def _benchmark_module(name: str):
+    """A script of benchmarks/ (not a package) loaded as a module."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.fixture(scope="module")
+def lc():
+    return _benchmark_module("learning_curves")
+
+
+@pytest.fixture(scope="module")
+def sr():
+    return _benchmark_module("study_report")
 
 
 def test_methods_aliases_and_names_from_results_folders(lc):
@@ -126,12 +136,9 @@ def test_outputs_pool_folds_and_claim_no_plateau_for_unfinished_curves(lc, tmp_p
     assert lc.plateau_stats(curves["fast"]) == (pytest.approx(0.7), 20, pytest.approx(0.0))
 
 
-def test_study_report_merges_the_per_job_workdirs(tmp_path):
+def test_study_report_merges_the_per_job_workdirs(sr, tmp_path):
     """benchmarks/study_report.py: finished jobs only (predictions + provenance), folds filter, one training
     entry per method with every fold's model folder and split digest."""
-    spec = importlib.util.spec_from_file_location("study_report", ROOT / "benchmarks" / "study_report.py")
-    sr = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sr)
     import json
     for method, fold, finished in (("MfNS_De", 0, True), ("MfNS_De", 1, True), ("MfNS_De", 2, False),
                                    ("UNet2D", 0, True)):
@@ -154,10 +161,7 @@ def test_study_report_merges_the_per_job_workdirs(tmp_path):
     assert prov["folds"] == {"MfNS_De": [0, 1], "UNet2D": [0]} and len(prov["jobs"]) == 3
 
 
-def test_study_tools_refuse_bad_input_and_write_nothing(lc, tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("study_report", ROOT / "benchmarks" / "study_report.py")
-    sr = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sr)
+def test_study_tools_refuse_bad_input_and_write_nothing(lc, sr, tmp_path, capsys):
     out = tmp_path / "out"
     with pytest.raises(SystemExit, match="no such folder"):
         sr.main(["--study", str(tmp_path / "missing"), "--out", str(out), "--methods", "MfNS_De"])
