@@ -13,6 +13,7 @@
 #     benchmarks/run_study.sh /work/study prepare
 #     benchmarks/run_study.sh /work/study "MfNS_De:0 nnUNetTrainerMfNSDe_ResCBAM:0" > queue_A.log 2>&1 &
 #     benchmarks/run_study.sh /work/study "UNet2D:0 nnUNet_2d:0" > queue_B.log 2>&1 &
+#   Where it stands (tested / iterations trained / CPU time left): benchmarks/study_status.py --study /work/study ...
 set -u
 if [ $# -ne 2 ] || [ -z "$2" ]; then
   echo "usage: $0 STUDY_DIR prepare | \"METHOD:FOLD METHOD:FOLD ...\"" >&2

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from nnunetv2_mfns.budget_table import PIPELINE_CHECK_BUDGETS
 from nnunetv2_mfns.errors import MfnsInputError
 
 from .convergence import Convergence, read_convergence
 
-PIPELINE_CHECK_BUDGETS = ("ci", "demo")
 
 
 @dataclass

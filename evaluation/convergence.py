@@ -38,6 +38,7 @@ from nnunetv2_mfns.errors import MfnsInputError
 
 EMA_DECAY = 0.9  # nnU-Net's nnUNetLogger
 CURVE_FILE = "learning_curve.csv"  # written by nnunetv2_mfns/trainers/learning_curve.py (which imports this name)
+CURVE_STATE_FILE = "learning_curve_state.json"  # its cumulative training times per finished epoch
 DEFAULT_MIN_GAIN = 0.02
 _TIMESTAMP = r"^\d{4}-\d{2}-\d{2} [\d:.]+: "
 _EPOCH = re.compile(_TIMESTAMP + r"Epoch (\d+)\s*$")

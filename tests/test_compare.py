@@ -184,6 +184,24 @@ def test_method_resolution():
         resolve_methods(["MfNS_De", "nnUNetTrainerMfNSDe"], "ci", find_class=lambda n: object)
 
 
+def test_one_budget_table_for_trainers_cli_and_report(capsys):
+    """The budgets are one table (budget_table.py): every budget has its trainer classes with that schedule,
+    mfns-compare offers exactly those (plus `full`), and the report warns for the pipeline-check ones."""
+    from nnunetv2_mfns.budget_table import BUDGET_CHOICES, BUDGETS, PIPELINE_CHECK_BUDGETS
+    from nnunetv2_mfns.orchestration.methods import budgeted_trainer, find_trainer_class
+    from nnunetv2_mfns.orchestration.provenance import budget_description
+
+    assert BUDGET_CHOICES == (*BUDGETS, "full") and PIPELINE_CHECK_BUDGETS == ("ci", "demo")
+    for name, b in BUDGETS.items():
+        for base in ("nnUNetTrainer", "nnUNetTrainerMfNSDe", "nnUNetTrainerUNet2D_PaperRecipe"):
+            cls = find_trainer_class(budgeted_trainer(base, name))
+            assert cls is not None and f"{b.epochs} epochs x {b.iterations} iterations" in cls.__doc__
+        assert budget_description(name).startswith(f"{name}: {b.epochs} epochs x {b.iterations} training")
+    with pytest.raises(SystemExit):
+        main(["--budget", "nosuchbudget"])
+    assert "choose from 'ci', 'demo', 'study', 'short', 'full'" in capsys.readouterr().err
+
+
 def test_emit_slurm_scripts_with_dependencies(tmp_path, nnunet_dirs, capsys):
     _tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
     out = tmp_path / "slurm"

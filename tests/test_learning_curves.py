@@ -1,5 +1,6 @@
 """Learning curves (issue 10): the trainers' own curve recording (real nnU-Net training on a tiny dataset,
-resumed), the `study` budget, and benchmarks/learning_curves.py's multi-fold outputs."""
+resumed), the `study` budget, and the multi-fold outputs (evaluation/learning_curves.py through
+benchmarks/learning_curves.py report)."""
 import csv
 import importlib.util
 import subprocess
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from tiny_dataset import make_tiny_dataset, nnunet_env
+
+from nnunetv2_mfns.evaluation import learning_curves as curves
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -32,14 +35,51 @@ def sr():
     return _benchmark_module("study_report")
 
 
+@pytest.fixture(scope="module")
+def ss():
+    return _benchmark_module("study_status")
+
+
 def test_methods_aliases_and_names_from_results_folders(lc):
+    from nnunetv2_mfns.errors import MfnsInputError
     assert lc.parse_method("MfNS_De") == ("nnUNetTrainerMfNSDe", "2d")
     assert lc.parse_method("nnUNet_3d") == ("nnUNetTrainer", "3d_fullres")
-    assert lc.parse_method("X@3d_lowres") == ("X", "3d_lowres")
-    assert lc.method_name("nnUNetTrainerMfNSDe_study", "2d") == "MfNS_De"
-    assert lc.method_name("nnUNetTrainer_study", "3d_fullres") == "nnUNet_3d"
-    assert lc.method_name("nnUNetTrainer_study", "2d") == "nnUNet_2d"
-    assert lc.method_name("nnUNetTrainerMfNSDe_ResCBAM__curve7x5", "2d") == "nnUNetTrainerMfNSDe_ResCBAM"
+    assert lc.parse_method("X@3d_fullres") == ("X", "3d_fullres")
+    with pytest.raises(MfnsInputError, match="configuration"):
+        lc.parse_method("X@3d_lowres")
+    assert curves.method_name("nnUNetTrainerMfNSDe_study", "2d") == "MfNS_De"
+    assert curves.method_name("nnUNetTrainer_study", "3d_fullres") == "nnUNet_3d"
+    assert curves.method_name("nnUNetTrainer_study", "2d") == "nnUNet_2d"
+    assert curves.method_name("nnUNetTrainerMfNSDe_ResCBAM__curve7x5", "2d") == "nnUNetTrainerMfNSDe_ResCBAM"
+    assert curves.method_name("nnUNetTrainerMfNSDe_NoDS_short", "3d_fullres") == "nnUNetTrainerMfNSDe_NoDS@3d_fullres"
+    # a suffix that is not a budget stays part of the name
+    assert curves.method_name("nnUNetTrainerMfNSDe_50epochs", "2d") == "nnUNetTrainerMfNSDe_50epochs"
+
+
+def _write_curve(results: Path, folder: str, fold: int, dsc: float) -> None:
+    path = results / folder / f"fold_{fold}" / "learning_curve.csv"
+    path.parent.mkdir(parents=True)
+    path.write_text("trainer,configuration,fold,epoch,iterations,cpu_s,wall_s,pseudo_dice,ema_pseudo_dice,group,"
+                    f"case,dsc,sen,ppv\nx,2d,{fold},2,50,10,20,0.5,0.4,val,PVS_001,{dsc},{dsc},{dsc}\n")
+
+
+def test_report_copies_raw_curves_named_by_results_folder(lc, tmp_path, capsys):
+    """Stock 2d and 3d_fullres share the trainer class nnUNetTrainer_study: the raw copies are named by the
+    results folder, so neither overwrites the other, and the report names them nnUNet_2d and nnUNet_3d."""
+    results = tmp_path / "results" / "Dataset613_PVSStudy"
+    _write_curve(results, "nnUNetTrainer_study__nnUNetPlans__2d", 0, 0.61)
+    _write_curve(results, "nnUNetTrainer_study__nnUNetPlans__3d_fullres", 0, 0.73)
+    _write_curve(results, "nnUNetTrainer_study__nnUNetPlans__3d_fullres", 1, 0.75)
+    out = tmp_path / "docs" / "learning_curves_t"
+    assert lc.main(["report", "--results", str(results), "--out", str(out), "--copy-raw"]) == 0
+    assert "3 raw learning_curve.csv files copied" in capsys.readouterr().out
+    raw = sorted(p.relative_to(out / "raw").as_posix() for p in (out / "raw").rglob("*.csv"))
+    assert raw == ["nnUNetTrainer_study__nnUNetPlans__2d/fold_0.csv",
+                   "nnUNetTrainer_study__nnUNetPlans__3d_fullres/fold_0.csv",
+                   "nnUNetTrainer_study__nnUNetPlans__3d_fullres/fold_1.csv"]
+    assert ",0.73,0.73,0.73" in (out / "raw" / raw[1]).read_text()
+    readme = (out / "README.md").read_text()
+    assert "| nnUNet_2d | 0 | 1 | 1 | 50 | 0.610 |" in readme and "| nnUNet_3d | 0,1 | 2 | 1 | 50 | 0.740 |" in readme
 
 
 def test_study_budget_records_a_curve_and_others_do_not():
@@ -117,7 +157,7 @@ def test_outputs_pool_folds_and_claim_no_plateau_for_unfinished_curves(lc, tmp_p
             + _rows("fast", 1, [(10, [0.6, 0.6]), (20, [0.6, 0.6]), (30, [0.6, 0.6]), (40, [0.6, 0.6])]))
     # slow: fold 0 reached 20 iterations, fold 1 only 10 -> its curve stops at the last point both folds have
     slow = _rows("slow", 0, [(10, [0.0, 0.0]), (20, [0.3, 0.3])]) + _rows("slow", 1, [(10, [0.2, 0.2])])
-    lc.write_outputs(fast + slow, out, {"commands": ["python benchmarks/learning_curves.py report ..."], "seed": 0,
+    curves.write_outputs(fast + slow, out, {"commands": ["python benchmarks/learning_curves.py report ..."], "seed": 0,
                                         "title": "test", "budget_iterations": 40})
     assert (out / "learning_curves.png").stat().st_size > 1000
     with open(out / "learning_curves.csv") as f:
@@ -128,12 +168,12 @@ def test_outputs_pool_folds_and_claim_no_plateau_for_unfinished_curves(lc, tmp_p
     assert "| slow | 0,1 | 4 | 1 | 10 | 0.100 |" in readme and "n/a (ends at 10 of 40)" in readme
     # a method with a finished fold pools only finished folds; the one still training is named
     partial = fast + _rows("fast", 2, [(10, [0.0, 0.0])])
-    lc.write_outputs(partial, out, {"title": "test", "budget_iterations": 40})
+    curves.write_outputs(partial, out, {"title": "test", "budget_iterations": 40})
     readme = (out / "README.md").read_text()
     assert "| fast | 0,1 | 4 | 4 | 40 | 0.700 |" in readme and "fast: fold 2 at 10 iterations" in readme
-    curves = lc.summarise(fast)
-    assert curves["fast"][0]["dsc"] == pytest.approx(0.6) and curves["fast"][0]["n_folds"] == 2
-    assert lc.plateau_stats(curves["fast"]) == (pytest.approx(0.7), 20, pytest.approx(0.0))
+    summary = curves.summarise(fast)
+    assert summary["fast"][0]["dsc"] == pytest.approx(0.6) and summary["fast"][0]["n_folds"] == 2
+    assert curves.plateau_stats(summary["fast"]) == (pytest.approx(0.7), 20, pytest.approx(0.0))
 
 
 def test_study_report_merges_the_per_job_workdirs(sr, tmp_path):
@@ -177,3 +217,44 @@ def test_study_tools_refuse_bad_input_and_write_nothing(lc, sr, tmp_path, capsys
     assert not out.exists()
     proc = subprocess.run(["bash", str(ROOT / "benchmarks" / "run_study.sh")], capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "usage:" in proc.stderr
+
+
+def test_study_status_tells_what_is_tested_trained_and_left(ss, tmp_path, capsys):
+    """benchmarks/study_status.py: tested = predictions + provenance; iterations from the curve state; the CPU
+    time left at the method's measured price; the 2d and 3d_fullres stock folders are told apart."""
+    import json
+    results = tmp_path / "results" / "Dataset613_PVSStudy"
+
+    def state(folder, epochs, cpu_per_epoch):
+        folder.mkdir(parents=True)
+        (folder / "learning_curve_state.json").write_text(json.dumps(
+            {"epochs": {str(e): {"cpu_s": e * cpu_per_epoch, "wall_s": 0.0} for e in range(1, epochs + 1)}}))
+
+    mfns = results / "nnUNetTrainerMfNSDe_study__nnUNetPlans__2d"
+    state(mfns / "fold_0", 20, 100.0)        # 500 iterations at 4 CPU s each
+    state(mfns / "fold_1", 4, 100.0)         # 100 of 500
+    (mfns / "fold_2").mkdir()
+    (mfns / "fold_2" / "training_log_2026_11_25_10_00_00.txt").write_text("")
+    state(results / "nnUNetTrainer_study__nnUNetPlans__3d_fullres" / "fold_0", 20, 250.0)
+    pred = tmp_path / "w_MfNS_De_f0" / "predictions_best" / "MfNS_De" / "fold_0"
+    pred.mkdir(parents=True)
+    (pred / "PVS_001.nii.gz").write_bytes(b"x")
+    (tmp_path / "w_MfNS_De_f0" / "provenance.json").write_text("{}")
+
+    rows = ss.study_status(tmp_path, ["MfNS_De", "nnUNet_3d", "nnUNet_2d"], [0, 1, 2, 3])
+    by = {(r["method"], r["fold"]): r for r in rows}
+    assert by[("MfNS_De", 0)]["state"] == "tested" and by[("MfNS_De", 0)]["training_cpu_s_left"] == 0
+    assert by[("MfNS_De", 1)]["state"] == "100 of 500 iterations trained (stopped or running)"
+    assert by[("MfNS_De", 1)]["cpu_s_per_iteration"] == pytest.approx(4.0)
+    assert by[("MfNS_De", 1)]["training_cpu_s_left"] == pytest.approx(400 * 4.0)
+    assert by[("MfNS_De", 2)]["state"] == "started, no epoch finished"
+    assert by[("MfNS_De", 3)]["state"] == "not started" and by[("MfNS_De", 3)]["training_cpu_s_left"] == 2000
+    assert by[("nnUNet_3d", 0)]["state"] == "trained, not yet tested"
+    assert by[("nnUNet_3d", 1)]["training_cpu_s_left"] == pytest.approx(500 * 10.0)
+    assert by[("nnUNet_2d", 0)]["state"] == "not started" and by[("nnUNet_2d", 0)]["training_cpu_s_left"] is None
+    assert ss.main(["--study", str(tmp_path), "--methods", "MfNS_De,nnUNet_2d", "--folds", "0,1"]) == 0
+    out = capsys.readouterr().out
+    assert "| MfNS_De | 1 | 100 of 500 iterations trained (stopped or running) | 4.00 | 27 min |" in out
+    assert "0.4 single-thread hours, plus 2 job(s) of methods not measured yet" in out
+    with pytest.raises(SystemExit, match="not a run_study.sh folder"):
+        ss.main(["--study", str(tmp_path / "results"), "--methods", "MfNS_De"])

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from nnunetv2_mfns.budget_table import FULL_BUDGET
 from nnunetv2_mfns.errors import MfnsInputError
 from nnunetv2_mfns.orchestration.methods import Method
 
@@ -76,7 +77,7 @@ def default_checkpoint(budget: str) -> str:
     the fold's validation group, the paper's protocol) for the full schedule and the `study` budget (run to
     its plateau); `final` for the short budgets, whose few epochs make the EMA pseudo-Dice behind `best`
     meaningless."""
-    return "best" if budget in ("full", "study") else "final"
+    return "best" if budget in (FULL_BUDGET, "study") else "final"
 
 
 def exe(name: str) -> str:

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from nnunetv2_mfns.budget_table import BUDGETS, FULL_BUDGET
 from nnunetv2_mfns.errors import MfnsInputError, read_json_file
 from nnunetv2_mfns.orchestration.config import CHECKPOINTS, FILE_ENDING, CompareConfig
 from nnunetv2_mfns.orchestration.methods import Method
@@ -134,7 +135,7 @@ def check_before_work(cfg: CompareConfig, layout: DatasetLayout) -> None:
         raise MfnsInputError(f"--checkpoint {cfg.checkpoint!r}: must be final or best")
     if cfg.gpus and cfg.device != "cuda":
         raise MfnsInputError("--gpus needs --device cuda")
-    if cfg.tta and cfg.budget != "full":
+    if cfg.tta and cfg.budget != FULL_BUDGET:
         _check_budget_allows_tta(cfg.budget)
     if layout.workdir.exists() and not layout.workdir.is_dir():
         raise MfnsInputError(f"--workdir {layout.workdir}: exists and is not a folder")
@@ -156,7 +157,6 @@ def _check_budget_allows_tta(budget: str) -> None:
     """The ci/demo trainers store no mirroring axes in their checkpoints (cheap end-of-training validation
     on CPU), and nnUNetv2_predict takes its mirroring axes only from the checkpoint: with them, --tta would
     silently predict without mirroring. Refused rather than faked outside nnU-Net's own predict command."""
-    from nnunetv2_mfns.trainers.budgets import BUDGETS
 
     spec = BUDGETS.get(budget)
     if spec is not None and not spec.validation_tta:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from nnunetv2_mfns.budget_table import BUDGET_CHOICES, FULL_BUDGET
 from nnunetv2_mfns.errors import MfnsInputError
 
 # docs/interfaces.md, "Trainers and methods"
@@ -23,7 +24,6 @@ NAMED_METHODS: dict[str, tuple[str, str]] = {
     "IAANet": ("2d", "nnUNetTrainerIAANet"),
     "TriSegNet": ("2d", "nnUNetTrainerTriSegNet"),
 }
-BUDGET_CHOICES = ("ci", "demo", "study", "short", "full")
 CONFIGURATIONS = ("2d", "3d_fullres")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -45,7 +45,7 @@ class Method:
 def budgeted_trainer(base_trainer: str, budget: str) -> str:
     if budget not in BUDGET_CHOICES:
         raise MfnsInputError(f"--budget {budget!r}: must be one of {', '.join(BUDGET_CHOICES)}")
-    return base_trainer if budget == "full" else f"{base_trainer}_{budget}"
+    return base_trainer if budget == FULL_BUDGET else f"{base_trainer}_{budget}"
 
 
 def find_trainer_class(name: str) -> Optional[type]:

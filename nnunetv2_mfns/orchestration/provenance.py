@@ -14,6 +14,7 @@ import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
+from nnunetv2_mfns.budget_table import BUDGETS, FULL_BUDGET
 from nnunetv2_mfns.errors import MfnsInputError, read_json_file
 from nnunetv2_mfns.orchestration.methods import Method
 
@@ -54,9 +55,8 @@ def _int_field(records: list[dict], key: str) -> Optional[int]:
 
 
 def _budget_schedule(budget: str) -> tuple[Optional[int], Optional[int]]:
-    if budget == "full":
+    if budget == FULL_BUDGET:
         return None, None
-    from nnunetv2_mfns.trainers.budgets import BUDGETS
     return BUDGETS[budget].epochs, BUDGETS[budget].iterations
 
 
@@ -104,9 +104,8 @@ def _version(pkg: str) -> str:
 
 
 def budget_description(budget: str) -> str:
-    if budget == "full":
+    if budget == FULL_BUDGET:
         return "full: each trainer's own schedule (nnU-Net default 1000 epochs x 250 iterations)"
-    from nnunetv2_mfns.trainers.budgets import BUDGETS
     b = BUDGETS[budget]
     extra = "" if b.validation_tta else ", no mirroring at nnU-Net's end-of-training validation"
     if b.curve_every:

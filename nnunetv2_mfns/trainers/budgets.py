@@ -5,31 +5,13 @@ no flag for it, so each budget is a class `<Trainer>_<budget>`. The head-to-head
 same budget (same epochs x iterations) by appending the same suffix.
 The classes are generated here rather than written out 3 x 9 times; each one only sets the schedule.
 """
-from typing import Dict, NamedTuple, Type
+from typing import Type
 
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
+from nnunetv2_mfns.budget_table import BUDGETS
 from nnunetv2_mfns.trainers.learning_curve import with_learning_curve
-
-
-class Budget(NamedTuple):
-    epochs: int
-    iterations: int                 # training iterations per epoch
-    val_iterations: int             # nnU-Net validation iterations per epoch (its pseudo-Dice, checkpoint_best)
-    validation_tta: bool            # mirroring at the end-of-training validation and in the checkpoint
-    curve_every: int = 0            # record a learning-curve point every k epochs (learning_curve.py); 0 = off
-
-
-BUDGETS: Dict[str, Budget] = {
-    "ci": Budget(1, 2, 1, False),          # tests: proves the plumbing, learns nothing
-    "demo": Budget(3, 8, 1, False),        # README demo on a 2-core CPU
-    # CPU convergence study on the `study` phantom profile (issue 10): 500 iterations (the paper recipe's
-    # curves flattened within ~150 on the demo phantom, stock nnU-Net's started after ~300), a
-    # validation-DSC point every 50 iterations
-    "study": Budget(20, 25, 3, True, curve_every=2),
-    "short": Budget(20, 50, 10, True),     # GPU smoke runs
-}
 
 
 def make_schedule_variant(base: Type[nnUNetTrainer], name: str, epochs: int, iterations: int,

@@ -25,9 +25,8 @@ import numpy as np
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from nnunetv2_mfns.evaluation.convergence import CURVE_FILE  # one name for writer and reader
-
-CURVE_STATE_FILE = "learning_curve_state.json"
+# one name for writer and readers (the report, benchmarks/study_status.py)
+from nnunetv2_mfns.evaluation.convergence import CURVE_FILE, CURVE_STATE_FILE
 CURVE_FIELDS = ["trainer", "configuration", "fold", "epoch", "iterations", "cpu_s", "wall_s", "pseudo_dice",
                 "ema_pseudo_dice", "group", "case", "dsc", "sen", "ppv"]
 
