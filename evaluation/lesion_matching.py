@@ -59,6 +59,7 @@ class LesionMatch:
     n_split_true: int    # true components touched by >= 2 predicted components
     pairs: list[tuple[int, int, float]] = field(default_factory=list)  # (true label, pred label, IoU), one_to_one only
     true_detected: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # per true label 1..n (index 0 unused)
+    pred_matched: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))   # per predicted label 1..n (index 0 unused)
 
     def scores(self) -> dict[str, float]:
         """lesion_recall, lesion_precision, lesion_f1 with the empty-mask conventions of metrics.py."""
@@ -137,10 +138,12 @@ def match_lesions(gt_lab: np.ndarray, n_gt: int, pred_lab: np.ndarray, n_pred: i
     n_merging = int(np.count_nonzero(np.bincount(p, minlength=n_pred + 1)[1:] >= 2)) if g.size else 0
     n_split = int(np.count_nonzero(np.bincount(g, minlength=n_gt + 1)[1:] >= 2)) if g.size else 0
     detected = np.zeros(n_gt + 1, bool)
+    matched = np.zeros(n_pred + 1, bool)
     if lesion_rule == "any_overlap":
         detected[g] = True
+        matched[p] = True
         return LesionMatch(n_gt, n_pred, int(np.unique(g).size), int(np.unique(p).size), n_merging, n_split,
-                           [], detected)
+                           [], detected, matched)
     if g.size:
         size_g = np.bincount(g_fg, minlength=n_gt + 1)
         size_p = np.bincount(p_flat[p_idx], minlength=n_pred + 1)
@@ -149,6 +152,7 @@ def match_lesions(gt_lab: np.ndarray, n_gt: int, pred_lab: np.ndarray, n_pred: i
         pairs = _max_weight_matching(g[keep], p[keep], iou[keep], n_gt, n_pred)
     else:
         pairs = []
-    for t, _, _ in pairs:
+    for t, q, _ in pairs:
         detected[t] = True
-    return LesionMatch(n_gt, n_pred, len(pairs), len(pairs), n_merging, n_split, pairs, detected)
+        matched[q] = True
+    return LesionMatch(n_gt, n_pred, len(pairs), len(pairs), n_merging, n_split, pairs, detected, matched)

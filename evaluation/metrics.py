@@ -14,7 +14,9 @@ every face-, edge- or corner-sharing voxel belongs to the same component), rule 
     lesion_f1 = 2 P R / (P + R).
   n_true_detected and n_pred_matched are reported (equal under one_to_one), and n_merging_pred (predicted
   components touching >= 2 true ones) and n_split_true (true components touched by >= 2 predicted ones),
-  so the kind of error stays visible.
+  so the kind of error stays visible. The same counts binned by component size in voxels
+  (`n_true_<bin>`, `n_true_hit_<bin>`, `lesion_recall_<bin>`, and `n_pred_...`, `lesion_precision_<bin>`)
+  are in size_detection.py.
 
 Empty-mask conventions (tested in tests/test_metrics.py):
     | truth | prediction | DSC | SEN | PPV | lesion recall | lesion precision | lesion F1 | HD95 |
@@ -53,6 +55,7 @@ from nnunetv2_mfns.errors import MfnsInputError
 from .io import (FILE_ENDING, describe_geometry_difference, list_cases, prediction_files, read_binary_mask,
                  same_geometry)
 from .lesion_matching import DEFAULT_LESION_RULE, DEFAULT_MIN_IOU, check_lesion_rule, match_lesions
+from .size_detection import size_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +165,8 @@ def evaluate_case(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...], 
         "fp_voxels": float(fp),
         "fn_voxels": float(fn),
     }
+    # the same components and matches, binned by size (size_detection.py)
+    out.update(size_metrics(gt_lab, n_gt, pred_lab, n_pred, match.true_detected, match.pred_matched))
     if compute_hd95:
         out["hd95_mm"] = hd95(pred, gt, spacing)
     return out

@@ -5,7 +5,8 @@ that `mfns-evaluate` and `mfns-counts` run on their own. Files written into out_
     metrics.csv (tidy: case, method, fold, metric, value), summary.csv / summary.md (mean +/- SD per
     method), stats.csv (Wilcoxon + bootstrap CI vs the reference), counts.csv (rating-slice counts, tidy),
     correlations.csv (Spearman, Bland-Altman), fig3_metrics_boxplot.png, fig4_overlays.png,
-    fig5_burden_mip.png, fig6_counts_scatter.png, fig_bland_altman.png, fig7_failure_cases.png, report.md.
+    fig5_burden_mip.png, fig6_counts_scatter.png, fig_bland_altman.png, fig7_failure_cases.png,
+    detection_by_size.csv + fig_detection_by_size.png (size_detection.py), report.md.
 Case choices for the pictures (documented in report.md too): Fig. 4 shows the case with the median DSC of
 the reference method (first method if the reference is absent) on its BG and CSO rating slices (the slice
 with most truth voxels when no rating slice is known); Fig. 5 shows the subjects with the highest, median
@@ -30,6 +31,9 @@ from .failure_cases import failure_panels, fig_failure_cases, pick_failure_cases
 from .lesion_matching import DEFAULT_LESION_RULE, DEFAULT_MIN_IOU
 from .metrics import check_folders, evaluate_folders
 from .report_text import report_markdown
+from .size_detection import FIGURE_FILE as SIZE_FIGURE
+from .size_detection import SIZE_BINS, TABLE_FILE as SIZE_TABLE
+from .size_detection import fig_detection_by_size, recall_metric, size_markdown, size_table
 from .stats import method_order, paired_tests, stats_markdown, summary_markdown, summary_table
 
 logger = logging.getLogger(__name__)
@@ -37,8 +41,23 @@ logger = logging.getLogger(__name__)
 METRIC_FILES = ["metrics.csv", "summary.csv", "summary.md", "stats.csv"]
 COUNT_FILES = ["counts.csv", "correlations.csv"]
 FIGURE_FILES = ["fig3_metrics_boxplot.png", "fig4_overlays.png", "fig5_burden_mip.png", "fig6_counts_scatter.png",
-                "fig_bland_altman.png", "fig7_failure_cases.png"]
-REPORT_FILES = METRIC_FILES + COUNT_FILES + FIGURE_FILES + ["report.md"]
+                "fig_bland_altman.png", "fig7_failure_cases.png", SIZE_FIGURE]
+REPORT_FILES = METRIC_FILES + [SIZE_TABLE] + COUNT_FILES + FIGURE_FILES + ["report.md"]
+
+
+def write_size_detection(out_dir: Path, metrics: pd.DataFrame, methods: list[str], reference: str,
+                         n_boot: int = 10000, seed: int = 0) -> list[str]:
+    """detection_by_size.csv and its figure; returns the report section (size_detection.py)."""
+    table = size_table(metrics, methods)
+    table.to_csv(Path(out_dir) / SIZE_TABLE, index=False, float_format="%.10g")
+    fig_detection_by_size(table, Path(out_dir) / SIZE_FIGURE, methods)
+    tests = paired_tests(metrics, reference, metric_names=tuple(recall_metric(b[0]) for b in SIZE_BINS),
+                         n_boot=n_boot, seed=seed)
+    wide = metrics[metrics["metric"].isin(["vol_true_mm3", "tp_voxels", "fn_voxels"])].pivot_table(
+        index=["case", "method"], columns="metric", values="value")
+    wide = wide[(wide["tp_voxels"] + wide["fn_voxels"]) > 0]
+    voxel_mm3 = float((wide["vol_true_mm3"] / (wide["tp_voxels"] + wide["fn_voxels"])).median()) if len(wide) else None
+    return size_markdown(table, tests, reference, voxel_mm3)
 
 
 def write_metric_tables(out_dir: Path, metrics: pd.DataFrame, reference: str = "MfNS_De", n_boot: int = 10000,
@@ -158,6 +177,7 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
     pred_files = prediction_files(pred_dirs)
     methods = method_order(metrics, reference_method)
     summary, tests = write_metric_tables(out_dir, metrics, reference_method, n_boot, seed)
+    size_section = write_size_detection(out_dir, metrics, methods, reference_method, n_boot, seed)
     corr = write_count_tables(out_dir, counts)
 
     figures.fig_metrics_boxplot(metrics, out_dir / "fig3_metrics_boxplot.png", methods, seed=seed)
@@ -195,7 +215,7 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
     report.write_text(report_markdown(
         budgets=budgets, budget_known=budget_known, failure_panels=fail_panels, gt_dir=gt_dir, pred_dirs=pred_dirs, subjects_json=subjects_json, subjects=subjects, splits_json=splits_json,
         splits=splits, reference=reference_method, provenance=provenance or {}, metrics=metrics, summary=summary,
-        tests=tests, counts=counts, corr=corr, missing=missing, overlay_case=overlay_case,
+        tests=tests, size_section=size_section, counts=counts, corr=corr, missing=missing, overlay_case=overlay_case,
         burden=_burden_cases(metrics), settings={"connectivity (3D lesions)": connectivity,
                                                   "lesion rule": lesion_rule, "lesion min IoU": min_iou,
                                                   "connectivity (2D counts)": count_connectivity,

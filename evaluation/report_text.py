@@ -1,7 +1,7 @@
 """The text of report.md (build_report in report.py computes everything and passes it here).
 
 Order of the sections: the training-budget warning and budget (first lines, issue 10), data, folds,
-settings and seeds, provenance, metrics (Table 2, Fig. 3), paired comparison, overlays (Fig. 4), whole-brain
+settings and seeds, provenance, metrics (Table 2, Fig. 3), paired comparison, detection by PVS size, overlays (Fig. 4), whole-brain
 burden (Fig. 5), worst cases (Fig. 7), rating-slice counts (Fig. 6, Bland-Altman).
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _fmt(x, digits=3):
 
 
 def report_markdown(*, budgets, budget_known, failure_panels, gt_dir, pred_dirs, subjects_json, subjects, splits_json, splits, reference, provenance,
-                     metrics, summary, tests, counts, corr, missing, overlay_case, burden, settings) -> str:
+                     metrics, summary, tests, size_section, counts, corr, missing, overlay_case, burden, settings) -> str:
     n_cases = metrics["case"].nunique()
     L = ["# PVS segmentation evaluation report", ""]
     warn = warning_line(budgets, budget_known)
@@ -103,6 +103,7 @@ def report_markdown(*, budgets, budget_known, failure_panels, gt_dir, pred_dirs,
           f"Two-sided Wilcoxon signed-rank test over cases with both values; 95% CI of the mean difference by paired "
           f"bootstrap over cases ({settings['bootstrap resamples']} resamples, seed {settings['bootstrap seed']}). "
           f"Table: [stats.csv](stats.csv).", "", stats_markdown(tests), ""]
+    L += size_section
     L += ["## Overlays", "",
           (f"Case {overlay_case} (median DSC of the reference method), on its rating slices: green = TP, "
            "red = FP, blue = FN." if overlay_case else "No case available."), "", "![Fig. 4](fig4_overlays.png)", "",

@@ -89,6 +89,10 @@ def test_build_report_full(fake, tmp_path):
     assert m["fold"].notna().all() and m["case"].nunique() == 5 and set(m["method"]) == set(fake.pred_dirs)
     st = pd.read_csv(out / "stats.csv")
     assert set(st["method"]) == set(fake.pred_dirs) - {"MfNS_De"} and (st["n"] == 5).all() and (st["seed"] == 11).all()
+    size = pd.read_csv(out / "detection_by_size.csv")
+    assert set(size["method"]) == set(fake.pred_dirs) and set(size["size_bin"]) == {"1-2vox", "3-5vox", "6-15vox", "16+vox"}
+    assert ((size["n_detected"] <= size["n_true"]) & (size["n_matched"] <= size["n_pred"])).all()
+    assert "## Detection by PVS size" in text and "recall difference vs MfNS_De" in text
     c = pd.read_csv(out / "correlations.csv")
     assert {"model vs rater", "rater vs rater", "model vs truth"} <= set(c["comparison"])
     counts = pd.read_csv(out / "counts.csv")

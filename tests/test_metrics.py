@@ -468,3 +468,39 @@ def test_cli_pred_given_twice_keeps_both(folders):
     assert main(["--gt", str(gt_dir), "--pred", f"A={preds['A']}", "--pred", f"B={preds['B']}", "--out", str(out),
                  "--reference", "A", "--n-boot", "200"]) == 0
     assert set(pd.read_csv(out / "metrics.csv")["method"]) == {"A", "B"}
+
+
+def test_detection_by_size_bins_both_sides_and_gives_a_trivial_prediction_nothing():
+    """size_detection.py: true PVS of 1, 4, 10 and 20 voxels; the prediction finds the 4- and 20-voxel ones
+    and adds a 1-voxel false positive. An all-ones prediction finds no PVS of any size."""
+    import pandas as pd
+
+    from nnunetv2_mfns.evaluation.size_detection import size_markdown, size_table
+    gt, pred = vol((6, 30, 30)), vol((6, 30, 30))
+    gt[0, 0, 0] = True                         # 1 voxel, missed
+    gt[2, 5, 5:9] = True                       # 4 voxels, found exactly
+    gt[4, 10:12, 10:15] = True                 # 10 voxels, missed
+    gt[1:5, 20:25, 20] = True                  # 20 voxels, found by a thinner piece (IoU 10/20)
+    pred[2, 5, 5:9] = True
+    pred[1:3, 20:25, 20] = True
+    pred[5, 28, 28] = True                     # 1-voxel false positive
+    m = evaluate_case(pred, gt, SP)
+    assert [m[f"n_true_{b}"] for b in ("1-2vox", "3-5vox", "6-15vox", "16+vox")] == [1, 1, 1, 1]
+    assert [m[f"lesion_recall_{b}"] for b in ("1-2vox", "3-5vox", "6-15vox", "16+vox")] == [0, 1, 0, 1]
+    assert m["n_pred_1-2vox"] == 1 and m["lesion_precision_1-2vox"] == 0
+    assert m["n_pred_6-15vox"] == 1 and m["lesion_precision_6-15vox"] == 1   # the 10-voxel piece of the 20
+    assert math.isnan(m["lesion_precision_16+vox"])                          # no predicted component that large
+    # the bins add up to the lesion metrics of the same pass
+    assert sum(m[f"n_true_hit_{b}"] for b in ("1-2vox", "3-5vox", "6-15vox", "16+vox")) == m["n_true_detected"]
+
+    ones = evaluate_case(np.ones_like(gt), gt, SP)
+    assert all(ones[f"lesion_recall_{b}"] == 0 for b in ("1-2vox", "3-5vox", "6-15vox", "16+vox"))
+
+    # pooled over cases in the report table: detected / true summed, NaN-skipping per-case mean
+    rows = [("c1", "A", k, v) for k, v in m.items()] + [("c2", "A", k, v) for k, v in ones.items()]
+    table = size_table(pd.DataFrame(rows, columns=["case", "method", "metric", "value"]), ["A"])
+    big = table.set_index("size_bin").loc["16+vox"]
+    assert (big["n_true"], big["n_detected"], big["recall_pooled"]) == (2, 1, 0.5)
+    assert big["n_pred"] == 1 and big["n_matched"] == 0   # the all-ones blob is one unmatched 16+ component
+    text = "\n".join(size_markdown(table, pd.DataFrame(), "A", 0.5))
+    assert "| A | 16+ vox | 1 / 2 | 0.500 | 0 / 1 | 0.000 |" in text and "one voxel = 0.50 mm³" in text
