@@ -86,7 +86,7 @@ def fig_detection_by_size(table: pd.DataFrame, png, methods: list[str]) -> None:
     names = [b[0] for b in SIZE_BINS]
     width = 0.8 / max(1, len(methods))
     for ax, col, label in zip(axes, ("recall_pooled", "precision_pooled"),
-                              ("lesion recall (true PVS found)", "lesion precision (predicted components right)")):
+                              ("lesion recall (true PVS found)", "lesion precision (predictions matched)")):
         for k, method in enumerate(methods):
             sub = table[table["method"] == method].set_index("size_bin")
             vals = [sub[col].get(n, np.nan) for n in names]
@@ -99,7 +99,7 @@ def fig_detection_by_size(table: pd.DataFrame, png, methods: list[str]) -> None:
     handles, labels = axes[0].get_legend_handles_labels()
     n_rows = -(-len(methods) // 5)
     fig.legend(handles, labels, loc="lower center", ncol=min(len(methods), 5), fontsize=8)
-    fig.suptitle("Detection by PVS size (counts pooled over each method's cases)", fontsize=10)
+    fig.suptitle("Detection by PVS size (counts pooled over each method's cases)", fontsize=10, y=0.995)
     fig.tight_layout(rect=(0, 0.06 * n_rows, 1, 1))
     fig.savefig(png, dpi=110)
     plt.close(fig)
