@@ -126,6 +126,14 @@ def judge(pseudo_dice: list[float], min_gain: float = DEFAULT_MIN_GAIN) -> tuple
     return ("rising" if gain > min_gain else "flat"), float(gain), window
 
 
+def read_curve_rows(path: Path) -> list[dict]:
+    """The rows of one learning_curve.csv as dicts of strings; [] when there is no such file."""
+    if not Path(path).is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
 def read_validation_dsc(model_folder: Path) -> list[tuple[int, float]]:
     """[(iterations, mean DSC over the validation cases)] from the folder's learning_curve.csv, [] without one."""
     path = Path(model_folder) / CURVE_FILE

@@ -20,7 +20,7 @@ import numpy as np
 from nnunetv2_mfns.budget_table import BUDGETS
 from nnunetv2_mfns.orchestration.methods import NAMED_METHODS
 
-from .convergence import CURVE_FILE
+from .convergence import CURVE_FILE, read_curve_rows
 
 CSV_FIELDS = ["method", "trainer", "configuration", "fold", "epoch", "iterations", "cpu_s", "wall_s",
               "pseudo_dice", "ema_pseudo_dice", "group", "case", "dsc", "sen", "ppv"]
@@ -40,18 +40,13 @@ def _curve_files(results: Path) -> List[Path]:
     return sorted(Path(results).glob(f"*__*__*/fold_*/{CURVE_FILE}"))
 
 
-def _read_rows(path: Path) -> List[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def collect_rows(results: Path) -> List[dict]:
     """Every learning_curve.csv under an nnU-Net results dataset folder
     (``<trainer>__<plans>__<configuration>/fold_k/``), each row with its ``method`` name."""
     rows = []
     for path in _curve_files(results):
         trainer, _, configuration = path.parent.parent.name.split("__")
-        rows.extend(dict(r, method=method_name(trainer, configuration)) for r in _read_rows(path))
+        rows.extend(dict(r, method=method_name(trainer, configuration)) for r in read_curve_rows(path))
     return rows
 
 

@@ -60,6 +60,8 @@ class LesionMatch:
     pairs: list[tuple[int, int, float]] = field(default_factory=list)  # (true label, pred label, IoU), one_to_one only
     true_detected: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # per true label 1..n (index 0 unused)
     pred_matched: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))   # per predicted label 1..n (index 0 unused)
+    true_sizes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # voxels per true label (index 0 unused)
+    pred_sizes: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # voxels per predicted label (index 0 unused)
 
     def scores(self) -> dict[str, float]:
         """lesion_recall, lesion_precision, lesion_f1 with the empty-mask conventions of metrics.py."""
@@ -139,14 +141,14 @@ def match_lesions(gt_lab: np.ndarray, n_gt: int, pred_lab: np.ndarray, n_pred: i
     n_split = int(np.count_nonzero(np.bincount(g, minlength=n_gt + 1)[1:] >= 2)) if g.size else 0
     detected = np.zeros(n_gt + 1, bool)
     matched = np.zeros(n_pred + 1, bool)
+    size_g = np.bincount(g_fg, minlength=n_gt + 1)
+    size_p = np.bincount(p_flat[p_idx], minlength=n_pred + 1)
     if lesion_rule == "any_overlap":
         detected[g] = True
         matched[p] = True
         return LesionMatch(n_gt, n_pred, int(np.unique(g).size), int(np.unique(p).size), n_merging, n_split,
-                           [], detected, matched)
+                           [], detected, matched, size_g, size_p)
     if g.size:
-        size_g = np.bincount(g_fg, minlength=n_gt + 1)
-        size_p = np.bincount(p_flat[p_idx], minlength=n_pred + 1)
         iou = inter / (size_g[g] + size_p[p] - inter)
         keep = iou >= min_iou
         pairs = _max_weight_matching(g[keep], p[keep], iou[keep], n_gt, n_pred)
@@ -155,4 +157,5 @@ def match_lesions(gt_lab: np.ndarray, n_gt: int, pred_lab: np.ndarray, n_pred: i
     for t, q, _ in pairs:
         detected[t] = True
         matched[q] = True
-    return LesionMatch(n_gt, n_pred, len(pairs), len(pairs), n_merging, n_split, pairs, detected, matched)
+    return LesionMatch(n_gt, n_pred, len(pairs), len(pairs), n_merging, n_split, pairs, detected, matched, size_g,
+                       size_p)

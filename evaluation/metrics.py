@@ -166,7 +166,7 @@ def evaluate_case(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, ...], 
         "fn_voxels": float(fn),
     }
     # the same components and matches, binned by size (size_detection.py)
-    out.update(size_metrics(gt_lab, n_gt, pred_lab, n_pred, match.true_detected, match.pred_matched))
+    out.update(size_metrics(match))
     if compute_hd95:
         out["hd95_mm"] = hd95(pred, gt, spacing)
     return out

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .lesion_matching import LesionMatch
+
 SIZE_BINS: tuple[tuple[str, int, int | None], ...] = (("1-2vox", 1, 2), ("3-5vox", 3, 5), ("6-15vox", 6, 15),
                                                        ("16+vox", 16, None))
 FIGURE_FILE = "fig_detection_by_size.png"
@@ -36,16 +38,14 @@ def recall_metric(bin_name: str) -> str:
     return f"lesion_recall_{bin_name}"
 
 
-def size_metrics(gt_lab: np.ndarray, n_gt: int, pred_lab: np.ndarray, n_pred: int, true_detected: np.ndarray,
-                 pred_matched: np.ndarray) -> dict[str, float]:
-    """Per-bin counts and ratios of one case (module docstring). true_detected / pred_matched: booleans per
-    component label (index 0 unused), as `LesionMatch` holds them."""
+def size_metrics(match: LesionMatch) -> dict[str, float]:
+    """Per-bin counts and ratios of one case (module docstring), from the component sizes and hits that
+    `match_lesions` already holds (no second pass over the volume)."""
     out: dict[str, float] = {}
-    for side, lab, n, hit, ratio in (("true", gt_lab, n_gt, true_detected, "lesion_recall"),
-                                     ("pred", pred_lab, n_pred, pred_matched, "lesion_precision")):
-        sizes = np.bincount(lab[lab > 0], minlength=n + 1)[1:]
-        idx = _bin_index(sizes)
-        hits = np.asarray(hit[1:n + 1], bool)
+    for side, sizes, hit, ratio in (("true", match.true_sizes, match.true_detected, "lesion_recall"),
+                                    ("pred", match.pred_sizes, match.pred_matched, "lesion_precision")):
+        idx = _bin_index(sizes[1:])
+        hits = np.asarray(hit[1:], bool)
         for i, (name, _, _) in enumerate(SIZE_BINS):
             in_bin = idx == i
             total, found = int(in_bin.sum()), int((in_bin & hits).sum())

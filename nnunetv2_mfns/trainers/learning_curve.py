@@ -26,7 +26,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 # one name for writer and readers (the report, benchmarks/study_status.py)
-from nnunetv2_mfns.evaluation.convergence import CURVE_FILE, CURVE_STATE_FILE
+from nnunetv2_mfns.evaluation.convergence import CURVE_FILE, CURVE_STATE_FILE, read_curve_rows
 CURVE_FIELDS = ["trainer", "configuration", "fold", "epoch", "iterations", "cpu_s", "wall_s", "pseudo_dice",
                 "ema_pseudo_dice", "group", "case", "dsc", "sen", "ppv"]
 
@@ -70,13 +70,6 @@ def evaluate_network(trainer: nnUNetTrainer, keys: Dict[str, List[str]]) -> List
             trainer.set_deep_supervision_enabled(True)
         trainer.network.train()
     return rows
-
-
-def read_curve_rows(path: Path) -> List[dict]:
-    if not Path(path).is_file():
-        return []
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def append_curve_rows(path: Path, rows: List[dict], fields: List[str] = CURVE_FIELDS) -> None:
