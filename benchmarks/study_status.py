@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script s
 from study_report import DATASET, _fold_list, finished_jobs  # noqa: E402
 
 from nnunetv2_mfns.budget_table import BUDGETS  # noqa: E402
+from nnunetv2_mfns.errors import MfnsInputError  # noqa: E402
 from nnunetv2_mfns.evaluation.convergence import CURVE_STATE_FILE  # noqa: E402
 from nnunetv2_mfns.orchestration.methods import budgeted_trainer, parse_method_spec  # noqa: E402
 
@@ -100,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     study = args.study.resolve()
     if not (study / "results" / DATASET).is_dir():
         raise SystemExit(f"--study {study}: no results/{DATASET} there (not a run_study.sh folder)")
-    rows = study_status(study, args.methods.split(","), args.folds)
+    try:
+        rows = study_status(study, args.methods.split(","), args.folds)
+    except MfnsInputError as e:  # a method name that is neither a named method nor a trainer class name
+        raise SystemExit(str(e)) from None
     print(json.dumps(rows, indent=1) if args.json else markdown(rows))
     return 0
 

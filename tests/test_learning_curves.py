@@ -258,3 +258,5 @@ def test_study_status_tells_what_is_tested_trained_and_left(ss, tmp_path, capsys
     assert "0.4 single-thread hours, plus 2 job(s) of methods not measured yet" in out
     with pytest.raises(SystemExit, match="not a run_study.sh folder"):
         ss.main(["--study", str(tmp_path / "results"), "--methods", "MfNS_De"])
+    with pytest.raises(SystemExit, match="'bad name': not a method name"):
+        ss.main(["--study", str(tmp_path), "--methods", "MfNS_De,bad name"])
