@@ -60,7 +60,8 @@ def merged_provenance(jobs: dict[str, list[tuple[int, Path]]]) -> dict:
             "checkpoint used for testing": first.get("checkpoint used for testing"), "jobs": calls}
 
 
-def _fold_list(text: str) -> list[int]:
+def fold_list(text: str) -> list[int]:
+    """argparse type for --folds here and in study_status.py: "0,1,4" -> [0, 1, 4], folds 0-4 only."""
     try:
         folds = [int(f) for f in text.split(",")]
     except ValueError:
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--methods", required=True, help="comma-separated, the first is the reference of the tests")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--folds", type=_fold_list, help="comma-separated folds to report (default: every finished one)")
+    p.add_argument("--folds", type=fold_list, help="comma-separated folds to report (default: every finished one)")
     args = p.parse_args(argv)
     study = args.study.resolve()
     methods = args.methods.split(",")

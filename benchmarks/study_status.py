@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script study_report.py
-from study_report import DATASET, _fold_list, finished_jobs  # noqa: E402
+from study_report import DATASET, fold_list, finished_jobs  # noqa: E402
 
 from nnunetv2_mfns.budget_table import BUDGETS  # noqa: E402
 from nnunetv2_mfns.errors import MfnsInputError  # noqa: E402
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--study", type=Path, required=True, help="the folder given to run_study.sh")
     p.add_argument("--methods", required=True, help="comma-separated, as given to run_study.sh")
-    p.add_argument("--folds", type=_fold_list, default=[0, 1, 2, 3, 4], help="comma-separated (default 0,1,2,3,4)")
+    p.add_argument("--folds", type=fold_list, default=[0, 1, 2, 3, 4], help="comma-separated (default 0,1,2,3,4)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a Markdown table")
     args = p.parse_args(argv)
     study = args.study.resolve()
