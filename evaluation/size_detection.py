@@ -122,9 +122,12 @@ def size_markdown(table: pd.DataFrame, tests: pd.DataFrame, reference: str, voxe
     if not tests.empty:
         L += [f"Per-case recall by size, paired against {reference} (Wilcoxon signed-rank, paired bootstrap 95% CI of "
               "the mean difference):", ""]
+        # the note says why a p is missing (e.g. every paired difference zero) or cannot reach 0.05 (small n)
         rows = [[r.method, r.metric.replace("lesion_recall_", "").replace("vox", " vox"), str(int(r.n)),
                  f"{r.mean_diff:+.3f}", f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]",
-                 "NaN" if not np.isfinite(r.p_value) else f"{r.p_value:.3g}"] for r in tests.itertuples()]
-        L += [markdown_table(["method", "size", "n", f"recall difference vs {reference}", "95% CI", "p"], rows), ""]
+                 "NaN" if not np.isfinite(r.p_value) else f"{r.p_value:.3g}", r.note or ""]
+                for r in tests.itertuples()]
+        L += [markdown_table(["method", "size", "n", f"recall difference vs {reference}", "95% CI", "p", "note"],
+                             rows), ""]
     L += [f"![Detection by size]({FIGURE_FILE})", ""]
     return L

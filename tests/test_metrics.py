@@ -504,3 +504,11 @@ def test_detection_by_size_bins_both_sides_and_gives_a_trivial_prediction_nothin
     assert big["n_pred"] == 1 and big["n_matched"] == 0   # the all-ones blob is one unmatched 16+ component
     text = "\n".join(size_markdown(table, pd.DataFrame(), "A", 0.5))
     assert "| A | 16+ vox | 1 / 2 | 0.500 | 0 / 1 | 0.000 |" in text and "one voxel = 0.50 mm³" in text
+
+    # paired recall tests: a method identical to the reference gets no p, and the row says why
+    from nnunetv2_mfns.evaluation.size_detection import recall_metric
+    from nnunetv2_mfns.evaluation.stats import paired_tests
+    both = pd.DataFrame(rows + [(c, "B", k, v) for c, _, k, v in rows], columns=["case", "method", "metric", "value"])
+    tests = paired_tests(both, "A", tuple(recall_metric(b) for b in ("1-2vox", "16+vox")))
+    text = "\n".join(size_markdown(size_table(both, ["A", "B"]), tests, "A", 0.5))
+    assert "| B | 16+ vox | 2 | +0.000 | [+0.000, +0.000] | NaN | all paired differences are zero: test undefined |" in text
