@@ -49,7 +49,7 @@ def _check_subject_files(entry: SubjectEntry, pvs_values: Sequence[int] | None, 
         entry.n_slices = image.image.GetSize()[2]
     if entry.mask is None:
         return
-    mask = load_3d_image(entry.mask, "PVS mask", problems, volume_index)
+    mask = load_3d_image(entry.mask, "PVS mask", problems, volume_index, expect="label")
     if mask is None:
         return
     value_problems = mask_value_problems(mask.array, pvs_values)
@@ -76,7 +76,7 @@ def _image_loader(path: Path, volume_index: int | None):
 def _label_loader(path: Path, volume_index: int | None, pvs_values: Sequence[int] | None):
     def load() -> sitk.Image:
         problems = ProblemList()
-        loaded = load_3d_image(path, "PVS mask", problems, volume_index)
+        loaded = load_3d_image(path, "PVS mask", problems, volume_index, expect="label")
         problems.raise_if_any(f"re-read of {path}")
         label = sitk.GetImageFromArray(binarise_mask(loaded.array, pvs_values))
         label.CopyInformation(loaded.image)

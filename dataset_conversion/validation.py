@@ -4,8 +4,9 @@ Every check here *reports* instead of raising, so that a converter can run all o
 cohort and show the user every problem at once (one line each, naming the file) before anything is
 written. `ProblemList.raise_if_any` turns the collected lines into one `MfnsInputError`.
 
-Images are read with SimpleITK because it keeps the full geometry (spacing, origin, direction) that
-the image/mask comparison and the nnU-Net writer need.
+Images are read through `nnunetv2_mfns.image_checks.read_checked` (the one checked reader of the project),
+which returns SimpleITK images: they keep the full geometry (spacing, origin, direction) that the
+image/mask comparison and the nnU-Net writer need.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_mfns.errors import MfnsInputError
+from nnunetv2_mfns.image_checks import Expect, ImageCheckError, read_checked
 
 # Geometry tolerances (spacing/origin: relative OR absolute; direction: absolute per matrix element).
 # Headers written by different tools round differently (float32 vs float64 qform/sform), so exact
@@ -94,63 +96,22 @@ class LoadedImage:
         return tuple(self.image.GetSize())
 
 
-def load_3d_image(path: Path, role: str, problems: ProblemList, volume_index: int | None = None) -> LoadedImage | None:
-    """Read a NIfTI with SimpleITK and reduce it to 3D; report (not raise) every problem.
+def load_3d_image(path: Path, role: str, problems: ProblemList, volume_index: int | None = None,
+                  expect: Expect = "image") -> LoadedImage | None:
+    """Read a NIfTI through the project's one checked reader (`nnunetv2_mfns.image_checks.read_checked`:
+    complete gzip stream, sane header and affine, finite values, `expect`: "image" not constant, "label"
+    integer values) and reduce it to 3D; report (not raise) the problem.
 
     4D input is refused unless `volume_index` is given, because silently picking a volume of a
     multi-echo or multi-run file would train on the wrong contrast.
     """
-    path = Path(path)
-    if not path.is_file():
-        problems.add(path, f"{role} file does not exist")
-        return None
-    if not is_nifti(path):
-        problems.add(path, f"{role} is not a NIfTI file (.nii or .nii.gz expected)")
-        return None
     try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        first_line = str(e).strip().splitlines()[-1] if str(e).strip() else "unknown reader error"
-        problems.add(path, f"{role} is not a readable NIfTI ({first_line.strip()})")
+        checked = read_checked(path, role, expect, volume_index=volume_index,
+                               volume_hint="pass --volume-index to select one")
+    except ImageCheckError as e:
+        problems.add(e.path, e.problem)
         return None
-    dim = image.GetDimension()
-    if image.GetNumberOfComponentsPerPixel() != 1:
-        problems.add(path, f"{role} has {image.GetNumberOfComponentsPerPixel()} components per voxel; a scalar image is required")
-        return None
-    if dim == 4:
-        n_vol = image.GetSize()[3]
-        if volume_index is None:
-            problems.add(path, f"{role} is 4D with {n_vol} volumes; pass --volume-index to select one")
-            return None
-        if not 0 <= volume_index < n_vol:
-            problems.add(path, f"{role} is 4D with {n_vol} volumes; --volume-index {volume_index} is out of range")
-            return None
-        size = list(image.GetSize())
-        size[3] = 0  # size 0 on an axis makes Extract drop it and collapse the direction matrix to 3x3
-        image = sitk.Extract(image, size=size, index=[0, 0, 0, volume_index])
-    elif dim != 3:
-        problems.add(path, f"{role} is {dim}D; a 3D volume is required")
-        return None
-    n_bad = count_non_finite(path, volume_index if dim == 4 else None)
-    if n_bad:
-        problems.add(path, f"{role} contains {n_bad} NaN/Inf voxel(s)")
-    return LoadedImage(path=path, image=image, array=sitk.GetArrayViewFromImage(image))
-
-
-def count_non_finite(path: Path, volume_index: int | None = None) -> int:
-    """Number of NaN/Inf voxels as stored in the NIfTI file.
-
-    Read with nibabel on purpose: ITK's NIfTI reader (SimpleITK 2.5 / ITK 5.4, measured) silently turns
-    NaN and Inf into 0 on read, so the SimpleITK array can never show them.
-    """
-    import nibabel as nib
-
-    img = nib.load(str(path))
-    scaled = img.dataobj.slope != 1 or img.dataobj.inter != 0
-    if not (np.issubdtype(img.get_data_dtype(), np.floating) or scaled):
-        return 0  # integer voxels without scaling cannot hold NaN/Inf
-    data = np.asanyarray(img.dataobj[..., volume_index] if volume_index is not None else img.dataobj)
-    return int(np.count_nonzero(~np.isfinite(data)))
+    return LoadedImage(path=checked.path, image=checked.image, array=checked.array)
 
 
 def _close(a: Sequence[float], b: Sequence[float], rel: float, abs_mm: float) -> bool:

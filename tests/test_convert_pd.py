@@ -248,7 +248,7 @@ BAD_CASES = {
     "direction": (_bad_direction, "direction (-1, 0, 0, 0, 1, 0, 0, 0, 1) != image direction"),
     "nan": (_nan, "sub-004_T2w.nii.gz: T2w image contains 2 NaN/Inf voxel(s)"),
     "non_binary": (_non_binary, "sub-005_desc-PVS_mask.nii.gz: mask is not binary (found values 2 besides 0/1)"),
-    "non_integer": (_non_integer, "sub-005_desc-PVS_mask.nii.gz: mask has non-integer values"),
+    "non_integer": (_non_integer, "sub-005_desc-PVS_mask.nii.gz: PVS mask has non-integer values (e.g. 0.5)"),
     "age": (_age_na, "participants.tsv line 5: age of sub-004 is missing or not numeric ('n/a')"),
     "no_row": (_no_row, "participants.tsv: no row for sub-004 (age is required)"),
     "duplicate": (_duplicate, "duplicate subject sub-002: 2 T2w images"),
