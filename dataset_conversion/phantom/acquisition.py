@@ -85,6 +85,14 @@ PROFILES: dict[str, Profile] = {
     # slice (AC->CSO is 21-25 slices). Objects on a 0.45 x 0.45 x 0.5 mm grid. docs/phantom.md has the cost.
     "study": Profile(name="study", inplane_mm=0.9, matrix=(128, 112), n_slices=28, z_sub=4, inplane_os=2,
                      tissue_z_sub=2, slab="rating", slab_margin=2, fov_offset_mm=(-4.0, 0.0), snr=40.0),
+    # Hard profile (issue 23): the study profile made as hard as a clinical scan. 128 x 128 pixels of 0.65 mm
+    # (83 x 83 mm) over the LEFT hemisphere, from just right of the midline to beyond the lateral cortex
+    # (the cortical rim, where sulcal false positives live, and the medial cortex are inside), 28 slices of
+    # 2 mm like `study`; acquired at 0.9 mm and zero-filled to 0.65 mm in k-space (Gibbs ringing, motion),
+    # deep-GM nuclei contrasts, flow voids, small lacunes, PVS touching WMH/lacunes and annotator-style
+    # labels: hard.HardParams. Objects on a 0.325 x 0.325 x 0.5 mm grid.
+    "hard": Profile(name="hard", inplane_mm=0.65, matrix=(128, 128), n_slices=28, z_sub=4, inplane_os=2,
+                    tissue_z_sub=2, slab="rating", slab_margin=2, fov_offset_mm=(4.0, -33.0), snr=40.0),
     # Clinical 3T STRIVE-2 T2w: 0.5 mm in-plane (480 x 400, 240 x 200 mm FOV), 75 slices of 2 mm,
     # simulated on a 0.5 mm isotropic grid.
     "realistic": Profile(name="realistic", inplane_mm=0.5, matrix=(480, 400), n_slices=75, z_sub=4, inplane_os=1,

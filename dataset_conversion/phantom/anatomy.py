@@ -175,9 +175,12 @@ class Contrast:
     scalp: float = 320.0
 
 
-def subject_maps(tpl: Template, atrophy: float, contrast: Contrast) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def subject_maps(tpl: Template, atrophy: float, contrast: Contrast, deep_t2: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """T2 intensity, tissue-code map and lateral-ventricle mask of one subject, in template space.
 
+    `deep_t2` (hard profile): a template-space intensity map of the deep grey matter (nucleus by nucleus)
+    used instead of the single `contrast.deep_gm`.
     `atrophy` in [0, 1] widens the ventricles (up to 4 mm) and the extra-cerebral CSF / sulcal rim
     (cortex thinned by up to 2.5 mm) -- the age-related atrophy of the issue.
     """
@@ -196,7 +199,8 @@ def subject_maps(tpl: Template, atrophy: float, contrast: Contrast) -> tuple[np.
     csf = np.where(tpl.mask, 1.0 - gm - wm, 0)
     deep = gm * tpl.deep
     cortex = gm - deep
-    t2 = csf * contrast.csf + cortex * contrast.cortex + deep * contrast.deep_gm + wm * contrast.wm
+    t2 = csf * contrast.csf + cortex * contrast.cortex + deep * (contrast.deep_gm if deep_t2 is None else deep_t2) \
+        + wm * contrast.wm
     # synthetic extra-cerebral layers so that the brain edge looks like a head, not a skull-stripped
     # template: a CSF rim (subarachnoid space), dark skull, intermediate scalp, air.
     d = tpl.d_out

@@ -21,12 +21,16 @@ from . import anatomy
 from .acquisition import Grid, Profile, add_rician_noise, bias_field, get_profile
 from .anatomy import CORTEX, DEEP_GM, VENTRICLE, WM, Contrast, SubjectTransform
 from .confounders import ConfounderRecord, place_confounders
+from .hard import (CONFOUNDER_BITS, HARD_PARAMS, HardParams, annotator_label, hard_rngs, kspace_acquire,
+                   nuclei_t2, rim_mask, snr_of_acquired_voxel)
 from .pvs import TISSUE_FOR_REGION, PVSParams, PVSRecord, bg_direction_fn, cso_direction_fn, place_pvs
 from .raters import DEFAULT_RATERS, rate_subject, raters_as_dict, true_count
 
 logger = logging.getLogger(__name__)
 
 SCHEMA = "nnunetv2_mfns.subjects/1"
+HARD_EXACT_DIR = "labels_exact"  # hard profile: exact truth (labelsTr = annotator-style labels)
+HARD_CONFOUNDER_DIR = "confounders"  # hard profile: uint8 bit field of confounder types (hard.CONFOUNDER_BITS)
 # paper cohort (PAPER.md): 63.0 +/- 10.3 years, range 42-79
 AGE_MEAN, AGE_SD = 63.0, 10.3
 
@@ -72,6 +76,9 @@ class SubjectResult:
     pvs: list[PVSRecord]
     confounders: list[ConfounderRecord]
     details: dict = field(default_factory=dict)
+    # hard profile only: label_exact (the truth; `label` is then the annotator's), confounder_map (bit
+    # field, hard.CONFOUNDER_BITS), noise_free (the acquisition without noise) and clean (before k-space)
+    hard: dict = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -173,11 +180,14 @@ def simulate_subject(spec: SubjectSpec, profile: Profile | str = "demo", contras
     profile = get_profile(profile)
     tpl = anatomy.load_template()
     r_tf, r_anat, r_conf, r_pvs, r_acq, r_rate = subject_rngs(spec.seed, spec.index)
+    hp = HARD_PARAMS.get(profile.name)
+    h_conf, h_pvs, h_acq, h_ann = hard_rngs(spec.seed, spec.index) if hp is not None else (None,) * 4
 
     tf = SubjectTransform.random(r_tf)
     # atrophy rises with age (ventricle and sulcal widening), with individual spread
     atrophy = float(np.clip((spec.age - 40.0) / 45.0 + r_anat.normal(0, 0.12), 0, 1))
-    t2_tpl, codes_tpl, latvent_tpl = anatomy.subject_maps(tpl, atrophy, contrast)
+    t2_tpl, codes_tpl, latvent_tpl = anatomy.subject_maps(
+        tpl, atrophy, contrast, deep_t2=None if hp is None else nuclei_t2(tpl, hp))
 
     # landmarks in subject space: the AC and the top of the lateral ventricles
     z_ac = float(tf.push(anatomy.AC_MNI_ZYX)[0, 0])
@@ -214,13 +224,13 @@ def simulate_subject(spec: SubjectSpec, profile: Profile | str = "demo", contras
     region_cso = wm_dil & brain & above
 
     from .scene import Scene
-    scene = Scene(grid=grid, profile=profile, codes=codes)
+    scene = Scene(grid=grid, profile=profile, codes=codes, track=hp is not None)
     inward, k = _inward_field(codes, grid)
     vent_c = codes[:, ::k, ::k] == VENTRICLE
     near_vent = ndimage.binary_dilation(vent_c, structure=np.ones((1, 3, 3), bool),
                                         iterations=max(1, int(round(4.0 / (grid.spacing[1] * k)))))
     periv = np.argwhere(near_vent & (codes[:, ::k, ::k] == WM)) * np.array([1, k, k])
-    conf = place_confounders(scene, r_conf, atrophy, contrast, inward, periv)
+    conf = place_confounders(scene, r_conf, atrophy, contrast, inward, periv, hard=hp, hard_rng=h_conf)
 
     # PVS burden (age-related with wide spread) -> numbers to place from tissue volume
     zz = r_pvs.multivariate_normal([0, 0], [[1, burden.rho], [burden.rho, 1]])
@@ -240,24 +250,53 @@ def simulate_subject(spec: SubjectSpec, profile: Profile | str = "demo", contras
     n_wm = int(r_pvs.poisson(dens_cso * burden.wm_other_fraction * len(wm_cand) * vox_cm3))
     inward_axial, _ = _inward_field(codes, grid, in_plane=True)
     cso_dir = cso_direction_fn(inward_axial, pvs_params.cso_vertical_tilt)
-    pvs = place_pvs(scene, r_pvs, "BG", n_bg, bg_cand, bg_w, bg_direction_fn(midline_x), pvs_params, contrast,
-                    TISSUE_FOR_REGION["BG"])
-    pvs += place_pvs(scene, r_pvs, "CSO", n_cso, cso_cand, np.ones(len(cso_cand)), cso_dir, pvs_params,
-                     contrast, TISSUE_FOR_REGION["CSO"])
-    pvs += place_pvs(scene, r_pvs, "WM", n_wm, wm_cand, np.ones(len(wm_cand)), cso_dir, pvs_params, contrast,
-                     TISSUE_FOR_REGION["CSO"])
+    if hp is None:
+        pvs = place_pvs(scene, r_pvs, "BG", n_bg, bg_cand, bg_w, bg_direction_fn(midline_x), pvs_params, contrast,
+                        TISSUE_FOR_REGION["BG"])
+        pvs += place_pvs(scene, r_pvs, "CSO", n_cso, cso_cand, np.ones(len(cso_cand)), cso_dir, pvs_params,
+                         contrast, TISSUE_FOR_REGION["CSO"])
+        pvs += place_pvs(scene, r_pvs, "WM", n_wm, wm_cand, np.ones(len(wm_cand)), cso_dir, pvs_params, contrast,
+                         TISSUE_FOR_REGION["CSO"])
+    else:
+        bg_band = region_bg & np.isin(codes, TISSUE_FOR_REGION["BG"])
+        wm_band = (codes == WM) & ~cso_mask & (zmm > z_ac - 10.0)
+        pvs = _place_pvs_hard(scene, h_pvs, hp, pvs_params, contrast, [
+            ("BG", n_bg, bg_cand, bg_w, bg_band, bg_direction_fn(midline_x), TISSUE_FOR_REGION["BG"]),
+            ("CSO", n_cso, cso_cand, np.ones(len(cso_cand)), cso_mask, cso_dir, TISSUE_FOR_REGION["CSO"]),
+            ("WM", n_wm, wm_cand, np.ones(len(wm_cand)), wm_band, cso_dir, TISSUE_FOR_REGION["CSO"])])
 
     # image formation: partial-volume mixing, bias field, global scale, Rician noise
-    obj = np.clip(scene.pvs_frac + scene.conf_frac, 0, 1)
-    clean = (1.0 - obj) * tissue + scene.pvs_sig + scene.conf_sig
-    scale = float(np.exp(r_acq.uniform(np.log(0.5), np.log(2.0))))
-    bias = bias_field(grid.shape, grid.spacing, r_acq, profile.bias_strength)
-    sigma = scale * contrast.wm / profile.snr
-    image = add_rician_noise(clean * bias * scale, sigma, r_acq)
-    label = (scene.pvs_frac >= profile.label_threshold).astype(np.uint8)
+    hard_out: dict = {}
+    if hp is None:
+        obj = np.clip(scene.pvs_frac + scene.conf_frac, 0, 1)
+        clean = (1.0 - obj) * tissue + scene.pvs_sig + scene.conf_sig
+        scale = float(np.exp(r_acq.uniform(np.log(0.5), np.log(2.0))))
+        bias = bias_field(grid.shape, grid.spacing, r_acq, profile.bias_strength)
+        sigma = scale * contrast.wm / profile.snr
+        image = add_rician_noise(clean * bias * scale, sigma, r_acq)
+        label = (scene.pvs_frac >= profile.label_threshold).astype(np.uint8)
+    else:
+        # PVS may overlap a WMH or lacune here: the confounder keeps only the room the PVS leaves
+        pf = scene.pvs_frac
+        room = np.clip(1.0 - pf, 0, 1)
+        cscale = np.where(scene.conf_frac > room, room / np.maximum(scene.conf_frac, 1e-6), 1.0).astype(np.float32)
+        obj = np.clip(pf + scene.conf_frac * cscale, 0, 1)
+        clean = (1.0 - obj) * tissue + scene.pvs_sig + scene.conf_sig * cscale
+        scale = float(np.exp(r_acq.uniform(np.log(0.5), np.log(2.0))))
+        bias = bias_field(grid.shape, grid.spacing, r_acq, profile.bias_strength)
+        snr_acq = snr_of_acquired_voxel(hp, profile.snr, grid.spacing[0])
+        sigma = scale * contrast.wm / snr_acq
+        image, noise_free, acq_info = kspace_acquire(clean * bias * scale, grid.spacing[1], hp, sigma, h_acq)
+        label_exact = (pf >= profile.label_threshold).astype(np.uint8)
+        faint = np.array([p.faint for p in pvs], bool)
+        label, ann_info = annotator_label(pf, scene.pvs_id, faint, hp, h_ann)
+        conf_map = scene.conf_bits | np.where(rim_mask(codes), CONFOUNDER_BITS["rim"], 0).astype(np.uint8)
+        hard_out = {"label_exact": label_exact, "confounder_map": conf_map, "noise_free": noise_free,
+                    "clean": (clean * bias * scale).astype(np.float32)}
 
     regions = {"BG": region_bg.astype(np.uint8), "CSO": region_cso.astype(np.uint8)}
-    truth = {r: true_count(label, regions[r], rating[r]) for r in ("BG", "CSO")}
+    truth_label = label if hp is None else hard_out["label_exact"]
+    truth = {r: true_count(truth_label, regions[r], rating[r]) for r in ("BG", "CSO")}
     # Raters read the acquired image (in-plane pixels are square in every profile).
     raters = rate_subject(r_rate, image, regions, rating, float(grid.spacing[1]))
     details = {"atrophy": round(atrophy, 4), "transform": tf.as_dict(), "global_scale": round(scale, 5),
@@ -268,9 +307,46 @@ def simulate_subject(spec: SubjectSpec, profile: Profile | str = "demo", contras
                "n_confounders": {kind: sum(c.kind == kind for c in conf) for kind in sorted({c.kind for c in conf})},
                "landmarks_mm": {"anterior_commissure_z": round(z_ac, 3), "lateral_ventricle_top_z": round(z_vtop, 3)},
                "n_label_voxels": int(label.sum())}
+    if hp is not None:
+        details.update(_hard_details(hp, profile, snr_acq, acq_info, ann_info, pvs, scene, hard_out))
     return SubjectResult(spec=spec, image=image, label=label, regions=regions, rating_slices=rating,
                          true_counts=truth, rater_counts=raters, grid=grid, pvs_frac=scene.pvs_frac,
-                         conf_frac=scene.conf_frac, pvs=pvs, confounders=conf, details=details)
+                         conf_frac=scene.conf_frac, pvs=pvs, confounders=conf, details=details, hard=hard_out)
+
+
+def _place_pvs_hard(scene, rng: np.random.Generator, hp: HardParams, pvs_params: PVSParams, contrast: Contrast,
+                    jobs: list) -> list[PVSRecord]:
+    """Hard profile: per region, a `touching_fraction` share of the PVS is seeded in or next to a WMH or
+    lacune (overlap with confounders allowed), the rest as usual (no overlap)."""
+    bits = scene.conf_bits & (CONFOUNDER_BITS["wmh"] | CONFOUNDER_BITS["lacune"])
+    ring = ndimage.binary_dilation(bits > 0, iterations=1)
+    out: list[PVSRecord] = []
+    for region, n, cand, weights, band, direction, allowed in jobs:
+        n_touch = int(round(hp.touching_fraction * n))
+        touch_cand = np.argwhere(ring & band)
+        out += place_pvs(scene, rng, region, n_touch, touch_cand, np.ones(len(touch_cand)), direction, pvs_params,
+                         contrast, allowed, hard=hp, at_confounder=True)
+        out += place_pvs(scene, rng, region, n - n_touch, cand, weights, direction, pvs_params, contrast, allowed,
+                         hard=hp)
+    return out
+
+
+def _hard_details(hp: HardParams, profile: Profile, snr_acq: float, acq_info: dict, ann_info: dict,
+                  pvs: list[PVSRecord], scene, hard_out: dict) -> dict:
+    """What the hard extras did to this subject (phantom_truth.json)."""
+    near = ndimage.binary_dilation((scene.conf_bits & (CONFOUNDER_BITS["wmh"] | CONFOUNDER_BITS["lacune"])) > 0,
+                                   iterations=1)
+    ids_exact = scene.pvs_id[hard_out["label_exact"] > 0]
+    labelled = np.unique(ids_exact)
+    touching = np.unique(scene.pvs_id[(hard_out["label_exact"] > 0) & near])
+    cmap = hard_out["confounder_map"]
+    return {"hard": {
+        "snr_acquired_voxel": round(snr_acq, 3), "acquisition": acq_info, "annotator": ann_info,
+        "n_pvs_labelled": int(len(labelled)),
+        "pvs_touching_wmh_or_lacune_fraction": round(float(len(touching)) / max(len(labelled), 1), 4),
+        "n_enlarged_pvs": int(sum(p.width_mm >= hp.enlarged_width_mm[0] for p in pvs)),
+        "confounder_voxels": {k: int(((cmap & b) > 0).sum()) for k, b in CONFOUNDER_BITS.items()},
+        "n_label_voxels_exact": int(hard_out["label_exact"].sum())}}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -317,6 +393,16 @@ def _run_subject(args) -> dict:
     }
     montage = {r: {"image": res.image[res.rating_slices[r]].copy(), "label": res.label[res.rating_slices[r]].copy(),
                    "region": res.regions[r][res.rating_slices[r]].copy()} for r in ("BG", "CSO")}
+    if res.hard:
+        # labelsTr holds the annotator-style label (what a model is trained on); the exact truth, used
+        # for scoring, and the confounder bit map live beside it (docs/phantom.md, "The hard profile")
+        _write(res.hard["label_exact"], res.grid, tmp_dir / HARD_EXACT_DIR / f"{spec.case_id}.nii.gz")
+        _write(res.hard["confounder_map"], res.grid, tmp_dir / HARD_CONFOUNDER_DIR / f"{spec.case_id}.nii.gz")
+        entry["label_exact"] = f"{HARD_EXACT_DIR}/{spec.case_id}.nii.gz"
+        entry["confounder_map"] = f"{HARD_CONFOUNDER_DIR}/{spec.case_id}.nii.gz"
+        for r in ("BG", "CSO"):
+            montage[r]["annotator"] = montage[r]["label"]
+            montage[r]["label"] = res.hard["label_exact"][res.rating_slices[r]].copy()
     truth = {"details": res.details, "pvs": [p.as_dict() for p in res.pvs],
              "confounders": [c.as_dict() for c in res.confounders]}
     return {"case": spec.case_id, "entry": entry, "montage": montage, "truth": truth,
@@ -349,11 +435,16 @@ def write_montage(rows: list[dict], path: Path, max_subjects: int = 6) -> None:
                 ax.contour(m["region"][::-1, :], levels=[0.5], colors="cyan", linewidths=0.6)
             if m["label"].any():
                 ax.contour(m["label"][::-1, :], levels=[0.5], colors="red", linewidths=0.5)
+            if "annotator" in m and m["annotator"].any():
+                ax.contour(m["annotator"][::-1, :], levels=[0.5], colors="yellow", linewidths=0.4)
             ax.set_title(f"{row['case']} {r} z={e['rating_slices'][r]}\nage {e['age']:.0f} {e['sex']}  "
                          f"true {e['true_counts'][r]}  r1 {e['rater_counts']['rater1'][r]}  "
                          f"r2 {e['rater_counts']['rater2'][r]}", fontsize=7)
             ax.axis("off")
-    fig.suptitle("PVS phantom: rating slices (red = PVS label, cyan = rating region)", fontsize=9)
+    hard = any("annotator" in row["montage"]["BG"] for row in order)
+    fig.suptitle("PVS phantom: rating slices (red = PVS label, cyan = rating region)" if not hard else
+                 "PVS phantom, hard profile: rating slices (red = exact PVS truth, yellow = annotator label, "
+                 "cyan = rating region)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=90, metadata={"Software": None})
     plt.close(fig)
@@ -421,7 +512,8 @@ def generate_cohort(out_dir: Path, n_subjects: int = 20, seed: int = 0, profile:
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the dataset should not be
     try:
-        for sub in ("imagesTr", "labelsTr", "regions"):
+        for sub in ("imagesTr", "labelsTr", "regions") + ((HARD_EXACT_DIR, HARD_CONFOUNDER_DIR)
+                                                          if prof.name in HARD_PARAMS else ()):
             (tmp / sub).mkdir()
         from tqdm import tqdm
 
@@ -441,6 +533,8 @@ def generate_cohort(out_dir: Path, n_subjects: int = 20, seed: int = 0, profile:
                      "age_max": float(age_max), "contrast": asdict(Contrast()), "pvs": _jsonable(asdict(PVSParams())),
                      "burden": asdict(BurdenModel()), "raters": raters_as_dict(DEFAULT_RATERS)},
         }
+        if prof.name in HARD_PARAMS:
+            created_by["args"]["hard"] = HARD_PARAMS[prof.name].to_dict()
         subjects = {"schema": SCHEMA, "dataset_name": folder, "created_by": created_by,
                     "slice_axis": "ITK index axis 2 (numpy axis 0 of sitk.GetArrayFromImage)",
                     "subjects": {r["case"]: r["entry"] for r in rows}}

@@ -45,12 +45,16 @@ class PVSRecord:
     signal: float  # mean relative fluid signal (0 = tissue, 1 = CSF)
     faint: bool
     broken: bool
+    seeded_at_confounder: bool | None = None  # hard profile: placed next to a WMH/lacune (may overlap it)
 
     def as_dict(self) -> dict:
-        return {"region": self.region, "start_mm": np.round(self.points[0], 2).tolist(),
-                "end_mm": np.round(self.points[-1], 2).tolist(), "width_mm": round(self.width_mm, 3),
-                "length_mm": round(self.length_mm, 3), "signal": round(self.signal, 3), "faint": self.faint,
-                "broken": self.broken}
+        d = {"region": self.region, "start_mm": np.round(self.points[0], 2).tolist(),
+             "end_mm": np.round(self.points[-1], 2).tolist(), "width_mm": round(self.width_mm, 3),
+             "length_mm": round(self.length_mm, 3), "signal": round(self.signal, 3), "faint": self.faint,
+             "broken": self.broken}
+        if self.seeded_at_confounder is not None:
+            d["seeded_at_confounder"] = self.seeded_at_confounder
+        return d
 
 
 def _lognormal(rng: np.random.Generator, median: float, log_sd: float, lo: float, hi: float) -> float:
@@ -71,11 +75,14 @@ def _signal_profile(rng: np.random.Generator, params: PVSParams) -> tuple[np.nda
 
 def place_pvs(scene: Scene, rng: np.random.Generator, region: str, n_target: int, candidates: np.ndarray,
               weights: np.ndarray, direction_fn, params: PVSParams, contrast: Contrast,
-              allowed_codes: tuple[int, ...], max_tries_factor: int = 6) -> list[PVSRecord]:
+              allowed_codes: tuple[int, ...], max_tries_factor: int = 6, hard=None,
+              at_confounder: bool = False) -> list[PVSRecord]:
     """Places up to `n_target` PVS of `region`, centred on random candidate voxels (N, 3 indices).
 
     A PVS is kept only if its whole course lies in allowed tissue and it shares no output voxel with
     an already placed PVS or confounder (rejection sampling, like PVSDRO's non-overlap rule).
+    Hard profile (`hard` = `hard.HardParams`): a share of PVS is enlarged (2-4 mm wide), and with
+    `at_confounder` the candidates lie next to a WMH or lacune and overlap with confounders is allowed.
     """
     out: list[PVSRecord] = []
     if n_target <= 0 or len(candidates) == 0:
@@ -95,6 +102,8 @@ def place_pvs(scene: Scene, rng: np.random.Generator, region: str, n_target: int
         else:
             length = _lognormal(rng, params.cso_length_median, params.log_sd_length, *params.cso_length_range)
             width = _lognormal(rng, params.cso_width_median, params.log_sd_width, *params.cso_width_range)
+        if hard is not None and rng.random() < hard.enlarged_fraction:
+            width = float(rng.uniform(*hard.enlarged_width_mm))
         d = direction_fn(centre, rng)
         start = centre - d * length / 2
         pts = bend_polyline(start, d, length, n_seg=3, bend_deg=8.0, rng=rng)
@@ -105,15 +114,17 @@ def place_pvs(scene: Scene, rng: np.random.Generator, region: str, n_target: int
         course = pts[seg] + (pts[seg + 1] - pts[seg]) * frac[:, None]
         if not np.all(np.isin(scene.code_at(course), allowed_codes)):
             continue
-        if scene.occupied(course):  # cheap necessary condition of the full overlap test in render()
+        if scene.occupied(course, pvs_only=at_confounder):  # cheap necessary condition of render()'s test
             continue
         ctrl, faint, broken = _signal_profile(rng, params)
         r = width / 2
         pad = r + 2 * max(g.spacing)
         fn = scene.tube_field(pts, r, ctrl, base=contrast.wm, top=contrast.csf)
-        if scene.render("pvs", pts.min(0) - pad, pts.max(0) + pad, fn, check_free=True):
+        if scene.render("pvs", pts.min(0) - pad, pts.max(0) + pad, fn, check_free=True,
+                        overlap_confounders=at_confounder):
             out.append(PVSRecord(region=region, points=pts, width_mm=width, length_mm=length,
-                                 signal=float(ctrl.mean()), faint=bool(faint), broken=bool(broken)))
+                                 signal=float(ctrl.mean()), faint=bool(faint), broken=bool(broken),
+                                 seeded_at_confounder=None if hard is None else bool(at_confounder)))
     return out
 
 

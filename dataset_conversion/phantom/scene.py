@@ -29,6 +29,10 @@ class Scene:
     pvs_sig: np.ndarray = field(init=False)
     conf_frac: np.ndarray = field(init=False)
     conf_sig: np.ndarray = field(init=False)
+    # hard profile only (None otherwise): owner of each PVS voxel (1 + render order) and confounder-type bits
+    track: bool = False
+    pvs_id: np.ndarray | None = field(init=False, default=None)
+    conf_bits: np.ndarray | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         shp = self.grid.shape
@@ -39,6 +43,10 @@ class Scene:
         w = np.asarray(self.profile.slice_profile, dtype=np.float64)
         self._zw = (w / w.sum()).astype(np.float32)
         self._edge = float(np.mean(self.profile.fine_spacing_zyx))
+        self.n_pvs = 0
+        if self.track:
+            self.pvs_id = np.zeros(shp, np.int32)
+            self.conf_bits = np.zeros(shp, np.uint8)
 
     def code_at(self, pts: np.ndarray) -> np.ndarray:
         """Tissue code of the output voxel containing each point (N, 3); 255 outside the grid."""
@@ -48,14 +56,15 @@ class Scene:
         out[ok] = self.codes[idx[ok, 0], idx[ok, 1], idx[ok, 2]]
         return out
 
-    def occupied(self, pts: np.ndarray) -> bool:
-        """True if any output voxel containing one of the points already holds a PVS or confounder."""
+    def occupied(self, pts: np.ndarray, pvs_only: bool = False) -> bool:
+        """True if any output voxel containing one of the points already holds a PVS or confounder
+        (`pvs_only`: a PVS)."""
         idx = self.grid.index_of(np.atleast_2d(pts))
         idx = idx[np.all((idx >= 0) & (idx < np.array(self.grid.shape)), axis=1)]
         if not len(idx):
             return False
         i, j, k = idx.T
-        return bool(np.any(self.pvs_frac[i, j, k] > 0) or np.any(self.conf_frac[i, j, k] > 0))
+        return bool(np.any(self.pvs_frac[i, j, k] > 0) or (not pvs_only and np.any(self.conf_frac[i, j, k] > 0)))
 
     # ----------------------------------------------------------------------------------------------
     def _fine_box(self, lo_mm: np.ndarray, hi_mm: np.ndarray):
@@ -79,11 +88,13 @@ class Scene:
         r = fine.reshape(nz, p.z_sub, ny, p.inplane_os, nx, p.inplane_os)
         return np.tensordot(r, self._zw, axes=([1], [0])).mean(axis=(2, 4), dtype=np.float32)
 
-    def render(self, kind: str, lo_mm: np.ndarray, hi_mm: np.ndarray, field_fn, check_free: bool) -> bool:
+    def render(self, kind: str, lo_mm: np.ndarray, hi_mm: np.ndarray, field_fn, check_free: bool,
+               overlap_confounders: bool = False) -> bool:
         """Renders one object; `field_fn(z, y, x) -> (fraction, intensity)` on broadcastable fine axes.
 
-        `check_free`: refuse (return False) if the object would share an output voxel with any PVS or
-        confounder already placed. PVS use it; confounders may overlap one another.
+        `kind`: "pvs" or the confounder kind. `check_free`: refuse (return False) if the object would share
+        an output voxel with any PVS or confounder already placed (`overlap_confounders`: with a PVS only;
+        the hard profile's PVS that touch a WMH or lacune). PVS use it; confounders may overlap one another.
         """
         box = self._fine_box(lo_mm, hi_mm)
         if box is None:
@@ -97,12 +108,22 @@ class Scene:
         sl = tuple(slice(a, b) for a, b in zip(i0, i1))
         touched = f > 1e-4
         if check_free:
-            if np.any(touched & ((self.pvs_frac[sl] > 0) | (self.conf_frac[sl] > 0))):
+            busy = self.pvs_frac[sl] > 0
+            if not overlap_confounders:
+                busy = busy | (self.conf_frac[sl] > 0)
+            if np.any(touched & busy):
                 return False
         if kind == "pvs":
             self.pvs_frac[sl] += np.where(touched, f, 0)
             self.pvs_sig[sl] += np.where(touched, s, 0)
+            self.n_pvs += 1
+            if self.pvs_id is not None:
+                self.pvs_id[sl][touched] = self.n_pvs
         else:
+            if self.conf_bits is not None:
+                from .hard import CONFOUNDER_BITS, KIND_TO_TYPE, MAP_FRACTION
+                bit = CONFOUNDER_BITS[KIND_TO_TYPE[kind]]
+                self.conf_bits[sl] |= np.where(f >= MAP_FRACTION, bit, 0).astype(np.uint8)
             # confounders may overlap: keep fractions <= 1 and the mean intensity of what is there
             cf, cs = self.conf_frac[sl], self.conf_sig[sl]
             new_f = np.minimum(cf + f, 1.0)

@@ -20,12 +20,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", default="PVSPhantom", help="dataset name (letters/digits, default PVSPhantom)")
     p.add_argument("--n-subjects", type=int, default=20, help="number of subjects (default 20, like the paper)")
     p.add_argument("--seed", type=int, default=0, help="random seed; same seed -> identical files (default 0)")
-    p.add_argument("--profile", default="demo", choices=["demo", "study", "realistic"],
+    p.add_argument("--profile", default="demo", choices=["demo", "study", "hard", "realistic"],
                    help="demo: 28x80x80 voxels of 1.75x1.75x2 mm (CPU demo); study: 28x128x112 of 0.9x0.9x2 mm "
-                        "(CPU convergence study, slab cropped to the deep brain); realistic: 75x480x400 of 0.5x0.5x2 mm")
+                        "(CPU convergence study, slab cropped to the deep brain); hard: 28x128x128 of 0.65x0.65x2 mm "
+                        "over the left hemisphere incl. the cortical rim, acquired at 0.9 mm in k-space, annotator-"
+                        "style labelsTr plus exact labels_exact/ and confounders/ maps (docs/phantom.md); "
+                        "realistic: 75x480x400 of 0.5x0.5x2 mm")
     p.add_argument("--age-min", type=float, default=42.0, help="youngest age (default 42)")
     p.add_argument("--age-max", type=float, default=79.0, help="oldest age (default 79)")
-    p.add_argument("--snr", type=float, default=None, help="white-matter SNR of the Rician noise (profile default 40)")
+    p.add_argument("--snr", type=float, default=None, help="white-matter SNR of the Rician noise (profile default 40; hard: of a 0.9x0.9x2 mm "
+                        "acquired voxel, scaled by the acquired voxel volume)")
     p.add_argument("--n-jobs", type=int, default=1, help="subjects simulated in parallel processes (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     return p
