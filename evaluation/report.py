@@ -3,7 +3,8 @@
 `build_report` is what `mfns-report` runs; `write_metric_tables` and `write_count_tables` are the parts
 that `mfns-evaluate` and `mfns-counts` run on their own. Files written into out_dir:
     metrics.csv (tidy: case, method, fold, metric, value), summary.csv / summary.md (mean +/- SD per
-    method), stats.csv (Wilcoxon + bootstrap CI vs the reference), counts.csv (rating-slice counts, tidy),
+    method), stats.csv (fold-level tests with Holm, cluster bootstrap, per-case Wilcoxon vs the reference;
+    fold_stats.py), counts.csv (rating-slice counts, tidy),
     correlations.csv (Spearman, Bland-Altman), fig3_metrics_boxplot.png, fig4_overlays.png,
     fig5_burden_mip.png, fig6_counts_scatter.png, fig_bland_altman.png, fig7_failure_cases.png,
     detection_by_size.csv + fig_detection_by_size.png (size_detection.py), report.md.
@@ -34,7 +35,8 @@ from .report_text import report_markdown
 from .size_detection import FIGURE_FILE as SIZE_FIGURE
 from .size_detection import SIZE_BINS, TABLE_FILE as SIZE_TABLE
 from .size_detection import fig_detection_by_size, recall_metric, size_markdown, size_table
-from .stats import method_order, paired_tests, stats_markdown, summary_markdown, summary_table
+from .fold_stats import fold_level_tests, fold_stats_explanation, fold_stats_markdown
+from .stats import method_order, summary_markdown, summary_table
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +53,8 @@ def write_size_detection(out_dir: Path, metrics: pd.DataFrame, methods: list[str
     table = size_table(metrics, methods)
     table.to_csv(Path(out_dir) / SIZE_TABLE, index=False, float_format="%.10g")
     fig_detection_by_size(table, Path(out_dir) / SIZE_FIGURE, methods)
-    tests = paired_tests(metrics, reference, metric_names=tuple(recall_metric(b[0]) for b in SIZE_BINS),
-                         n_boot=n_boot, seed=seed)
+    tests = fold_level_tests(metrics, reference, metric_names=tuple(recall_metric(b[0]) for b in SIZE_BINS),
+                             n_boot=n_boot, seed=seed, methods=methods)
     wide = metrics[metrics["metric"].isin(["vol_true_mm3", "tp_voxels", "fn_voxels"])].pivot_table(
         index=["case", "method"], columns="metric", values="value")
     wide = wide[(wide["tp_voxels"] + wide["fn_voxels"]) > 0]
@@ -67,7 +69,7 @@ def write_metric_tables(out_dir: Path, metrics: pd.DataFrame, reference: str = "
     metrics.to_csv(out_dir / "metrics.csv", index=False, float_format="%.10g")
     summary = summary_table(metrics, reference)
     summary.to_csv(out_dir / "summary.csv", index=False, float_format="%.10g")
-    tests = paired_tests(metrics, reference, n_boot=n_boot, seed=seed)
+    tests = fold_level_tests(metrics, reference, n_boot=n_boot, seed=seed)
     tests.to_csv(out_dir / "stats.csv", index=False, float_format="%.10g")
     n_cases = metrics["case"].nunique()
     rule = metrics.attrs.get("lesion_rule") or {}
@@ -80,8 +82,8 @@ def write_metric_tables(out_dir: Path, metrics: pd.DataFrame, reference: str = "
         f"# Segmentation metrics (mean ± SD over cases)\n\n{summary_markdown(summary)}\n\n"
         f"n = {n_cases} cases with at least one prediction; undefined ratios (empty truth or prediction) are skipped, "
         f"see `n` in summary.csv per metric. {rule_text}"
-        f"# Paired comparison with {reference} (Wilcoxon signed-rank, paired bootstrap 95% CI, "
-        f"{n_boot} resamples, seed {seed})\n\n{stats_markdown(tests)}\n")
+        f"# Paired comparison with {reference} at the level of independent trainings\n\n"
+        f"{fold_stats_explanation(tests, n_boot, seed)}\n\n{fold_stats_markdown(tests)}\n")
     return summary, tests
 
 

@@ -14,7 +14,8 @@ import numpy as np
 
 from .budget import budget_markdown, warning_line
 from .failure_cases import failure_markdown
-from .stats import markdown_table, stats_markdown, summary_markdown
+from .fold_stats import fold_stats_explanation, fold_stats_markdown
+from .stats import markdown_table, summary_markdown
 
 
 def _lesion_rule_sentence(settings: dict) -> str:
@@ -100,9 +101,8 @@ def report_markdown(*, budgets, budget_known, failure_panels, gt_dir, pred_dirs,
           "summary.csv).", "",
           "![Fig. 3](fig3_metrics_boxplot.png)", "",
           f"## Paired comparison with {reference}", "",
-          f"Two-sided Wilcoxon signed-rank test over cases with both values; 95% CI of the mean difference by paired "
-          f"bootstrap over cases ({settings['bootstrap resamples']} resamples, seed {settings['bootstrap seed']}). "
-          f"Table: [stats.csv](stats.csv).", "", stats_markdown(tests), ""]
+          fold_stats_explanation(tests, settings['bootstrap resamples'], settings['bootstrap seed']), "",
+          fold_stats_markdown(tests), ""]
     L += size_section
     L += ["## Overlays", "",
           (f"Case {overlay_case} (median DSC of the reference method), on its rating slices: green = TP, "

@@ -13,7 +13,8 @@ the report states the voxel volume so that they can be read in mm³. On the `stu
 about a third of the true PVS have 1-2 voxels, and a tenth have 16 or more.
 
 The report pools the counts of every case of a method (detected / true over all its cases) and tests the per-case
-recall of each bin against the reference with the same paired tests as the headline metrics.
+recall of each bin against the reference with the same fold-level paired tests as the headline metrics
+(fold_stats.py).
 """
 from __future__ import annotations
 
@@ -107,6 +108,7 @@ def fig_detection_by_size(table: pd.DataFrame, png, methods: list[str]) -> None:
 
 def size_markdown(table: pd.DataFrame, tests: pd.DataFrame, reference: str, voxel_mm3: float | None) -> list[str]:
     """The report section: pooled recall / precision per bin and the paired per-case recall tests."""
+    from .fold_stats import fmt_p, text_cell
     from .stats import markdown_table
     L = ["## Detection by PVS size", ""]
     if table.empty:
@@ -120,14 +122,19 @@ def size_markdown(table: pd.DataFrame, tests: pd.DataFrame, reference: str, voxe
             for r in table.itertuples()]
     L += [markdown_table(["method", "size", "detected / true", "recall", "matched / predicted", "precision"], rows), ""]
     if not tests.empty:
-        L += [f"Per-case recall by size, paired against {reference} (Wilcoxon signed-rank, paired bootstrap 95% CI of "
-              "the mean difference):", ""]
-        # the note says why a p is missing (e.g. every paired difference zero) or cannot reach 0.05 (small n)
-        rows = [[r.method, r.metric.replace("lesion_recall_", "").replace("vox", " vox"), str(int(r.n)),
-                 f"{r.mean_diff:+.3f}", f"[{r.ci_low:+.3f}, {r.ci_high:+.3f}]",
-                 "NaN" if not np.isfinite(r.p_value) else f"{r.p_value:.3g}", r.note or ""]
+        unit = tests["unit"].iloc[0]
+        L += [f"Per-case recall by size, paired by case against {reference} on the same cases and tested at the "
+              f"{unit} level like the table above (t-test over the per-{unit} mean differences, Holm over the rows "
+              f"of this table; bold only when the Holm p < 0.05; per-case Wilcoxon p secondary):", ""]
+        # the note says why a p is missing (e.g. every paired difference zero) or cannot reach 0.05 (few units)
+        rows = [[r.method, r.metric.replace("lesion_recall_", "").replace("vox", " vox"), f"{int(r.n)} / {int(r.n_units)}",
+                 f"{r.mean_reference:.3f}",
+                 (f"**{r.mean_diff:+.3f}**" if bool(r.significant) else f"{r.mean_diff:+.3f}"),
+                 text_cell(r.unit_diffs), f"[{r.t_ci_low:+.3f}, {r.t_ci_high:+.3f}]" if np.isfinite(r.t_ci_low) else "NaN",
+                 fmt_p(r.p_t), fmt_p(r.p_holm), fmt_p(r.p_wilcoxon_cases), text_cell(r.note)]
                 for r in tests.itertuples()]
-        L += [markdown_table(["method", "size", "n", f"recall difference vs {reference}", "95% CI", "p", "note"],
-                             rows), ""]
+        L += [markdown_table(["method", "size", f"cases / {unit}s", f"{reference} recall, same cases",
+                              f"recall difference vs {reference}", f"per-{unit} difference", f"95% t-CI ({unit}s)",
+                              f"{unit}-level p", "Holm p", "per-case Wilcoxon p", "note"], rows), ""]
     L += [f"![Detection by size]({FIGURE_FILE})", ""]
     return L

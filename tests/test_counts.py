@@ -1,4 +1,5 @@
-"""Rating-slice counts on slices with known components and region masks; agreement statistics vs scipy."""
+"""Rating-slice counts on slices with known components and region masks; agreement statistics against
+hand-computed values."""
 import json
 import math
 
@@ -6,7 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from scipy import stats
 
 from nnunetv2_mfns.errors import MfnsInputError
 from nnunetv2_mfns.evaluation.counts import (agreement, count_correlations, count_folders, count_rating_slices,
@@ -87,17 +87,25 @@ def test_count_rating_slices_with_region_files(tmp_path):
         count_rating_slices(mask, subj, tmp_path)
 
 
-def test_agreement_matches_scipy_and_numpy():
-    x = np.array([12, 30, 25, 8, 17, 40, 22], float)
-    y = np.array([15, 28, 30, 9, 20, 45, 21], float)
-    a = agreement(x, y)
-    ref = stats.spearmanr(x, y)
-    assert a["spearman_rs"] == pytest.approx(ref.statistic) and a["spearman_p"] == pytest.approx(ref.pvalue)
-    d = x - y
-    assert a["bias"] == pytest.approx(d.mean())
-    assert a["loa_low"] == pytest.approx(d.mean() - 1.96 * d.std(ddof=1))
-    assert a["loa_high"] == pytest.approx(d.mean() + 1.96 * d.std(ddof=1))
-    assert a["n"] == 7 and a["note"] == ""
+def test_agreement_against_hand_computed_values():
+    # x = 1..5, y = 2, 1, 4, 3, 5: ranks are the values, rank differences -1, 1, -1, 1, 0, sum of squares 4,
+    # rs = 1 - 6 * 4 / (5 * 24) = 0.8. p (scipy's t approximation, df 3): t = 0.8 sqrt(3 / 0.36) = 4 / sqrt(3);
+    # the t(3) CDF is 1/2 + (1/pi) [t / (sqrt3 (1 + t^2/3)) + atan(t / sqrt3)] = 1/2 + (0.48 + atan(4/3)) / pi,
+    # so p = 2 (1/2 - (0.48 + 0.9272952) / pi) = 2 (0.5 - 0.4479560) = 0.1040880.
+    a = agreement([1, 2, 3, 4, 5], [2, 1, 4, 3, 5])
+    assert a["spearman_rs"] == pytest.approx(0.8) and a["spearman_p"] == pytest.approx(0.1040880, rel=1e-5)
+    # Bland-Altman: d = x - y = -1, 1, -1, 1, 0 -> bias 0, SD sqrt(4 / 4) = 1, limits -/+ 1.96
+    assert a["bias"] == pytest.approx(0.0) and a["sd_diff"] == pytest.approx(1.0)
+    assert (a["loa_low"], a["loa_high"]) == pytest.approx((-1.96, 1.96))
+    assert a["n"] == 5 and a["note"] == "" and (a["mean_x"], a["mean_y"]) == pytest.approx((3.0, 3.0))
+    # ties get average ranks: x = 1, 1, 2, 3 -> 1.5, 1.5, 3, 4 against 1, 2, 3, 4: centred
+    # (-1, -1, .5, 1.5) . (-1.5, -.5, .5, 1.5) = 4.5 over sqrt(4.5 * 5) -> rs = 3 / sqrt(10) = 0.9486833
+    t = agreement([1, 1, 2, 3], [1, 2, 3, 4])
+    assert t["spearman_rs"] == pytest.approx(0.9486833, rel=1e-6)
+    # d = 0, -1, -1, -1: bias -0.75, SD sqrt((0.5625 + 3 * 0.0625) / 3) = 0.5
+    assert t["bias"] == pytest.approx(-0.75) and t["sd_diff"] == pytest.approx(0.5)
+    # NaN pairs are dropped before anything is computed
+    assert agreement([1, np.nan, 2, 3, 4, 5], [2, 7, 1, 4, 3, 5])["spearman_rs"] == pytest.approx(0.8)
     small = agreement([3, 4], [3, 5])
     assert small["n"] == 2 and math.isnan(small["spearman_rs"]) and "n = 2 < 3" in small["note"]
     assert small["bias"] == pytest.approx(-0.5)
@@ -107,9 +115,11 @@ def test_agreement_matches_scipy_and_numpy():
     assert empty["n"] == 0 and math.isnan(empty["bias"])
 
 
+RATER1_OFFSETS = (1, -1, 0, 1, -1)  # rater 1 miscounts by these: BG truth 2, 4, 6, 8, 10 -> 3, 3, 6, 9, 9
+
+
 @pytest.fixture
 def rated_dataset(tmp_path):
-    rng = np.random.default_rng(1)
     ds = tmp_path / "Dataset001_T"
     (ds / "labelsTr").mkdir(parents=True)
     (ds / "regions").mkdir()
@@ -133,7 +143,7 @@ def rated_dataset(tmp_path):
         truth_bg.append(n)
         subjects[case] = {"subject": f"sub-{i}", "age": 60 + i, "sex": "F", "set": "train",
                           "rating_slices": {"BG": 1, "CSO": 3}, "region_masks": {"BG": f"regions/{case}_BG.nii.gz"},
-                          "rater_counts": {"rater1": {"BG": n + int(rng.integers(-1, 2)), "CSO": 1},
+                          "rater_counts": {"rater1": {"BG": n + RATER1_OFFSETS[i], "CSO": 1},
                                            "rater2": {"BG": n, "CSO": None}}}
     subjects["PVS_099"] = {"subject": "sub-x", "age": 50, "sex": "M", "set": "test"}  # no rating slices: skipped
     sj = ds / "subjects.json"
@@ -158,9 +168,11 @@ def test_count_folders_and_correlations(rated_dataset):
             ("BG", "rater1", "truth")} <= pairs
     row = corr[(corr["region"] == "BG") & (corr["x"] == "M") & (corr["y"] == "truth")].iloc[0]
     assert row["bias"] == pytest.approx(-1.0) and row["spearman_rs"] == pytest.approx(1.0)
-    r1 = tot["rater1"].to_numpy()
+    assert list(tot["rater1"]) == [3, 3, 6, 9, 9]
     row = corr[(corr["region"] == "BG") & (corr["x"] == "M") & (corr["y"] == "rater1")].iloc[0]
-    assert row["spearman_rs"] == pytest.approx(stats.spearmanr(tot["M"], r1).statistic)
+    # M = 1, 3, 5, 7, 9 (ranks 1..5, centred -2..2); rater 1 ranks 1.5, 1.5, 3, 4.5, 4.5 (centred -1.5, -1.5, 0,
+    # 1.5, 1.5): sum of products 9 over sqrt(10 * 9) -> rs = 3 / sqrt(10); M - rater1 = -2, 0, -1, -2, 0: bias -1
+    assert row["spearman_rs"] == pytest.approx(0.9486833, rel=1e-6) and row["bias"] == pytest.approx(-1.0)
     cso = corr[(corr["region"] == "CSO") & (corr["x"] == "M") & (corr["y"] == "rater2")].iloc[0]
     assert cso["n"] == 0 and math.isnan(cso["spearman_rs"])  # rater2 has no CSO counts
 

@@ -321,7 +321,10 @@ def test_cli_evaluate(folders, capsys):
     assert set(m.loc[m["case"] == "PVS_003", "fold"]) == {1}
     assert "hd95_mm" in set(m["metric"])
     s = pd.read_csv(out / "stats.csv")
-    assert set(s["method"]) == {"B"} and (s["n"] == 3).all() and (s["seed"] == 0).all()
+    # B predicts nothing, so its PPV is undefined on every case: that row stays, with n = 0 and a note
+    assert set(s["method"]) == {"B"} and (s["seed"] == 0).all()
+    assert dict(zip(s["metric"], s["n"])) == {"dsc": 3, "sen": 3, "ppv": 0, "lesion_f1": 3}
+    assert s.loc[s["metric"] == "ppv", "note"].item() == "no paired cases"
     capsys.readouterr()
     assert main(argv) == 2  # refuses to overwrite
     assert "use --overwrite" in capsys.readouterr().err
@@ -507,8 +510,10 @@ def test_detection_by_size_bins_both_sides_and_gives_a_trivial_prediction_nothin
 
     # paired recall tests: a method identical to the reference gets no p, and the row says why
     from nnunetv2_mfns.evaluation.size_detection import recall_metric
-    from nnunetv2_mfns.evaluation.stats import paired_tests
-    both = pd.DataFrame(rows + [(c, "B", k, v) for c, _, k, v in rows], columns=["case", "method", "metric", "value"])
-    tests = paired_tests(both, "A", tuple(recall_metric(b) for b in ("1-2vox", "16+vox")))
+    from nnunetv2_mfns.evaluation.fold_stats import fold_level_tests
+    both = pd.DataFrame([(c, m, int(c[1:]) - 1, k, v) for m in ("A", "B") for c, _, k, v in rows],
+                        columns=["case", "method", "fold", "metric", "value"])
+    tests = fold_level_tests(both, "A", tuple(recall_metric(b) for b in ("1-2vox", "16+vox")))
     text = "\n".join(size_markdown(size_table(both, ["A", "B"]), tests, "A", 0.5))
-    assert "| B | 16+ vox | 2 | +0.000 | [+0.000, +0.000] | NaN | all paired differences are zero: test undefined |" in text
+    # A's 16+ recall on the same two cases: c1 1 of 1, c2 0 of 1 -> (1 + 0) / 2
+    assert "| B | 16+ vox | 2 / 2 | 0.500 | +0.000 | f0 +0.000; f1 +0.000 | NaN | NaN | NaN | NaN | all unit differences equal: t undefined" in text
