@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from nnunetv2_mfns.budget_table import PIPELINE_CHECK_BUDGETS
+from nnunetv2_mfns.budget_table import BUDGETS, PIPELINE_CHECK_BUDGETS
 from nnunetv2_mfns.errors import MfnsInputError
 
 from .convergence import Convergence, read_convergence
@@ -102,10 +102,22 @@ def budget_markdown(budgets: list[MethodBudget], known: bool) -> list[str]:
                      _schedule(e), str(e.get("checkpoint", "")), curve])
     L.append(markdown_table(["method", "trainer", "configuration", "budget", "epochs x iterations",
                              "checkpoint tested", "validation curve (per fold)"], rows))
-    L += ["", "Read from the model folders (`evaluation/convergence.py`): where training recorded a learning curve "
-          "(`learning_curve.csv`, the `study` budget) the curve is our DSC on the fold's validation cases at each "
-          "evaluation point; otherwise nnU-Net's per-epoch pseudo-Dice from its training_log_*.txt. A curve is "
-          "*still rising* when the mean of its last quarter of points (at least 2) exceeds that of the quarter "
-          "before by more than 0.02. nnU-Net picks checkpoint_best.pth on its EMA pseudo-Dice. Budgets `ci` and "
-          "`demo` only check the pipeline.", ""]
+    L += ["", budget_note([b.entry.get("budget") for b in budgets if b.entry]), ""]
     return L
+
+
+def budget_note(budget_names: list[str]) -> str:
+    """The paragraph under the budget table; names what each budget used in the report is."""
+    text = ("Read from the model folders (`evaluation/convergence.py`): where training recorded a learning curve "
+            "(`learning_curve.csv`, the `study` budget) the curve is our DSC on the fold's validation cases at each "
+            "evaluation point; otherwise nnU-Net's per-epoch pseudo-Dice from its training_log_*.txt. A curve is "
+            "*still rising* when the mean of its last quarter of points (at least 2) exceeds that of the quarter "
+            "before by more than 0.02. nnU-Net picks checkpoint_best.pth on its EMA pseudo-Dice. Budgets `ci` and "
+            "`demo` only check the pipeline.")
+    if "study" in set(budget_names):
+        # issue 22: a flat curve under an annealed schedule says nothing about convergence
+        text += (f" **Budget `study` is an {BUDGETS['study'].description}**: its learning rate is annealed to "
+                 "near zero over the last curve points, so *flat* here means the schedule ended, not that the method "
+                 "converged; these numbers compare methods at equal, short training (the key is still `study` so "
+                 "that committed results reproduce).")
+    return text

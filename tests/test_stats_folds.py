@@ -117,3 +117,15 @@ def test_no_fold_column_and_degenerate_rows_are_notes_not_errors():
     assert r["n"] == 2 and r["n_units"] == 1 and math.isnan(r["p_t"]) and math.isnan(r["p_holm"])
     assert "no --splits" in r["note"] and "no fold-level test" in r["note"]
     assert fold_level_tests(df, "absent", metric_names=("dsc",)).empty
+
+
+def test_study_budget_is_named_an_annealed_500_iteration_budget_wherever_it_is_described():
+    from nnunetv2_mfns.budget_table import BUDGETS
+    from nnunetv2_mfns.evaluation.budget import budget_note
+    from nnunetv2_mfns.orchestration.provenance import budget_description
+    b = BUDGETS["study"]
+    assert b.epochs * b.iterations == 500 and b.description.startswith("annealed 500-iteration budget")
+    assert "annealed 500-iteration budget" in budget_description("study")
+    note = budget_note(["study", "demo"])
+    assert "annealed 500-iteration budget" in note and "not that the method converged" in note
+    assert "annealed" not in budget_note(["full"])    # only a report made with that budget says it

@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     ph = p.add_argument_group("phantom")
     ph.add_argument("--n-subjects", type=int, help=f"phantom subjects (default {DEFAULTS['n_subjects']}, demo 10)")
     ph.add_argument("--profile", choices=["demo", "study", "realistic"],
-                    help="phantom profile (default demo; study: the CPU convergence study's 0.9 mm slab)")
+                    help="phantom profile (default demo; study: the CPU study's 0.9 mm slab)")
     ph.add_argument("--phantom-id", type=int, default=501, help="dataset id of the phantom (default 501)")
     ph.add_argument("--phantom-name", default="PVSPhantom", help="dataset name of the phantom (default PVSPhantom)")
     run = p.add_argument_group("protocol")
@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
                                        "name (2d) or TRAINER@3d_fullres (default MfNS_De,nnUNet_3d)")
     run.add_argument("--budget", choices=list(BUDGET_CHOICES),
                      help="training budget appended to every method's trainer, equal for all (default full; demo: "
-                          "demo; study: the CPU convergence study, 20 x 25 iterations with a learning curve on the "
-                          "validation group)")
+                          "demo; study: the annealed 500-iteration budget of the CPU study, 20 x 25 iterations with each "
+                          "trainer's LR schedule compressed into them and a learning curve on the validation group)")
     run.add_argument("--folds", help="comma-separated folds (default 0,1,2,3,4)")
     run.add_argument("--seed", type=int, help="seed of the phantom, the splits and the report's bootstrap (default 0)")
     run.add_argument("--checkpoint", choices=["final", "best"],

@@ -110,6 +110,8 @@ def budget_description(budget: str) -> str:
     extra = "" if b.validation_tta else ", no mirroring at nnU-Net's end-of-training validation"
     if b.curve_every:
         extra += f"; validation-group DSC recorded every {b.curve_every} epochs (learning_curve.csv)"
+    if budget == "study":  # issue 22: say what it is, an annealed budget (curves flatten by construction)
+        extra += f"; {b.description}"
     return (f"{budget}: {b.epochs} epochs x {b.iterations} training iterations ({b.val_iterations} validation "
             f"iterations{extra}) for every method")
 
