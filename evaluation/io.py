@@ -15,6 +15,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2_mfns.errors import MfnsInputError, read_json_file
+from nnunetv2_mfns.image_checks import read_checked
 
 FILE_ENDING = ".nii.gz"
 SUBJECTS_SCHEMA = "nnunetv2_mfns.subjects/1"
@@ -68,39 +69,24 @@ def check_input_file(path: Path, what: str = "input file") -> Path:
     return path
 
 
-def read_image(path: Path) -> tuple[np.ndarray, Geometry]:
-    """Array (numpy axis order z, y, x) and geometry of a NIfTI file."""
-    path = check_input_file(path, "image file")
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        raise MfnsInputError(f"{path}: cannot be read as an image ({str(e).strip().splitlines()[-1][:120]})") from None
-    return sitk.GetArrayViewFromImage(img).copy(), geometry_of(img)
+def read_image(path: Path, role: str = "image") -> tuple[np.ndarray, Geometry]:
+    """Array (numpy axis order z, y, x) and geometry of a scan, after every check of
+    `nnunetv2_mfns.image_checks` (complete gzip stream, sane header, finite and non-constant values)."""
+    checked = read_checked(path, role, "image")
+    return checked.array, geometry_of(checked.image)
 
 
 def read_binary_mask(path: Path, role: str = "prediction") -> tuple[np.ndarray, Geometry]:
-    """Reads a segmentation that must contain only 0 and 1; returns a bool array and its geometry."""
-    arr, geom = read_image(path)
-    if arr.ndim != 3:
-        raise MfnsInputError(f"{path}: {role} must be a 3D image, got {arr.ndim}D")
-    if arr.dtype != np.uint8 and arr.dtype != bool:
-        if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
-            raise MfnsInputError(f"{path}: {role} contains NaN/inf values, expected labels 0/1")
-    # max/min first: cheap and catches almost every bad file without a full unique() pass
-    mx, mn = arr.max(initial=0), arr.min(initial=0)
-    if mn < 0 or mx > 1 or (np.issubdtype(arr.dtype, np.floating) and np.any((arr != 0) & (arr != 1))):
-        bad = np.unique(arr[(arr != 0) & (arr != 1)])[:5]
-        raise MfnsInputError(f"{path}: {role} has values other than 0/1 (e.g. {', '.join(str(v) for v in bad)}); "
-                             f"only binary PVS masks are accepted")
-    return arr.astype(bool, copy=False), geom
+    """Reads a segmentation that must contain only 0 and 1 (checked by `image_checks.read_checked`);
+    returns a bool array and its geometry."""
+    checked = read_checked(path, role, "binary_mask")
+    return checked.array.astype(bool), geometry_of(checked.image)
 
 
 def read_region_mask(path: Path, role: str = "region mask") -> tuple[np.ndarray, Geometry]:
     """Region masks: any non-negative integer image, inside = non-zero (writers may use 1 or 255)."""
-    arr, geom = read_image(path)
-    if arr.ndim != 3 or not (np.issubdtype(arr.dtype, np.integer) or arr.dtype == bool) or arr.min(initial=0) < 0:
-        raise MfnsInputError(f"{path}: {role} must be a 3D non-negative integer mask")
-    return arr > 0, geom
+    checked = read_checked(path, role, "region")
+    return checked.array > 0, geometry_of(checked.image)
 
 
 def list_cases(folder: Path, role: str) -> list[str]:

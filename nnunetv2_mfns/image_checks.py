@@ -141,8 +141,8 @@ def check_image_file(path: str | Path, role: str = "image") -> Path:
         raise ImageCheckError(path, f"{role} cannot be read ({e.strerror})") from None
     gz_name = path.name.lower().endswith(".nii.gz")
     if gz_name and magic != GZIP_MAGIC:
-        raise ImageCheckError(path, f"{role} is not gzip-compressed although named .nii.gz "
-                                    f"(rename it to .nii if it is an uncompressed NIfTI)")
+        raise ImageCheckError(path, f"{role} is not a readable NIfTI (not gzip-compressed although "
+                                    f"named .nii.gz), so it cannot be read as an image")
     if not gz_name and magic == GZIP_MAGIC:
         raise ImageCheckError(path, f"{role} is gzip-compressed but named .nii; rename it to .nii.gz")
     return path
@@ -318,15 +318,18 @@ def value_problem(array: np.ndarray, expect: Expect, role: str = "image") -> str
         if lo == hi:
             return f"{role} is a constant image (every voxel is {_num(lo)}): no signal"
         return None
+    if expect == "binary_mask":
+        # max/min first: cheap, and all a uint8 mask needs; float masks also need every value to be 0 or 1
+        if lo < 0 or hi > 1 or (is_float and np.any((array != 0) & (array != 1))):
+            bad = np.unique(array[(array != 0) & (array != 1)])[:5]
+            return (f"{role} has values other than 0/1 (e.g. {', '.join(_num(v) for v in bad)}); "
+                    f"only binary PVS masks are accepted")
+        return None
     if is_float:
         non_integer = array != np.round(array)
         if np.any(non_integer):
             shown = ", ".join(_num(v) for v in np.unique(array[non_integer])[:5])
             return f"{role} has non-integer values (e.g. {shown}); a label mask with integer values is required"
-    if expect == "binary_mask" and (lo < 0 or hi > 1):
-        bad = np.unique(array[(array != 0) & (array != 1)])[:5]
-        return (f"{role} has values other than 0/1 (e.g. {', '.join(_num(v) for v in bad)}); "
-                f"only binary PVS masks are accepted")
     if expect == "region" and lo < 0:
         return f"{role} has negative values (e.g. {_num(lo)}); a region mask is 0 outside, positive inside"
     return None
