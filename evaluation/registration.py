@@ -45,17 +45,11 @@ LOCAL_RADIUS_MM = 40.0
 
 
 def read_t2w(path: str | Path) -> sitk.Image:
-    """Reads a scan with SimpleITK; a trailing singleton 4th dimension is dropped, real 4D refused."""
-    path = Path(path)
-    if not path.is_file():
-        raise MfnsInputError(f"{path}: file not found")
-    try:
-        img = sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        raise MfnsInputError(f"{path}: not a readable image ({str(e).strip().splitlines()[-1][:120]})") from None
-    if img.GetDimension() == 4 and img.GetSize()[3] == 1:
-        img = img[:, :, :, 0]
-    return img
+    """Reads a scan through the project's checked reader (`nnunetv2_mfns.image_checks`: complete gzip
+    stream, sane header, finite and non-constant values); a trailing singleton 4th dimension is dropped,
+    real 4D refused."""
+    from nnunetv2_mfns.image_checks import read_checked_image
+    return read_checked_image(path, "T2w scan", "image")
 
 
 def check_axial_geometry(source: str, dim: int, size: tuple, n_components: int, direction: tuple) -> None:

@@ -105,13 +105,14 @@ def test_refuses_4d(tmp_path):
     img = sitk.JoinSeries([_blank() + 1.0, _blank() + 2.0])
     path = tmp_path / "dwi.nii.gz"
     sitk.WriteImage(img, str(path))
-    with pytest.raises(MfnsInputError, match=r"dwi\.nii\.gz: 4D image"):
+    with pytest.raises(MfnsInputError, match=r"dwi\.nii\.gz: T2w scan is 4D with 2 volumes.*4D image"):
         locate_rating_slices(path)
 
 
 def test_singleton_4th_dimension_is_3d(tmp_path):
     path = tmp_path / "t2.nii.gz"
-    sitk.WriteImage(sitk.JoinSeries([_blank() + 1.0]), str(path))
+    noisy = sitk.AdditiveGaussianNoise(_blank(), 1.0, 0.0, 1)  # a constant scan is refused on reading
+    sitk.WriteImage(sitk.JoinSeries([noisy]), str(path))
     assert read_t2w(path).GetDimension() == 3
 
 
