@@ -415,7 +415,8 @@ def test_predict_masks_only(tiny_model, phantom_scans, tmp_path, capsys):
 def test_one_volume_4d_is_read_as_3d(tmp_path):
     import nibabel as nib
     f = tmp_path / "four d.nii.gz"
-    nib.save(nib.Nifti1Image(np.ones((20, 20, 8, 1), np.float32), np.diag([0.5, 0.5, 2.0, 1.0])), str(f))
+    voxels = np.random.default_rng(0).normal(100, 10, (20, 20, 8, 1)).astype(np.float32)  # constant is refused
+    nib.save(nib.Nifti1Image(voxels, np.diag([0.5, 0.5, 2.0, 1.0])), str(f))
     scans = collect_inputs([f])
     assert scans[0].header.size == (20, 20, 8)
     staged = stage_inputs(scans, tmp_path / "stage")

@@ -5,7 +5,9 @@ names (top level only, hidden files skipped), or single files. Each scan gets a 
 file name without `.nii[.gz]` and without a trailing nnU-Net channel suffix `_0000`, or for BIDS input its
 entities without the `_T2w` suffix (e.g. `sub-01_ses-1_acq-hr`). Two scans with one name are an error.
 
-Header checks (read without loading the voxels), before anything is predicted:
+Checks, before anything is predicted: every scan is read once through the project's checked reader
+(`nnunetv2_mfns.image_checks.read_checked`: complete gzip stream, sane header and affine, finite and
+non-constant values; a bad file stops the run at the start, naming it), then its geometry:
     * 3D scalar volume with at least 3 voxels along every axis, 4D refused, axial slice axis (ITK index
       axis 2 = numpy axis 0 within 45 deg of superior-inferior): the rating-slice finder's own rule,
       `evaluation.registration.check_axial_geometry`, applied to the header (ITK's NIfTI reader, like
@@ -24,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from nnunetv2_mfns.errors import MfnsInputError
 from nnunetv2_mfns.evaluation.registration import check_axial_geometry
+from nnunetv2_mfns.image_checks import read_checked_image
 
 ANISOTROPY_TOL = 1.25
 NIFTI_ENDINGS = (".nii.gz", ".nii")
@@ -70,17 +72,12 @@ def output_name(path: Path) -> str:
 
 
 def read_header(path: Path) -> ScanHeader:
-    """Header of one scan after the checks in the module docstring; MfnsInputError names the file."""
-    r = sitk.ImageFileReader()
-    r.SetFileName(str(path))
-    try:
-        r.ReadImageInformation()
-    except RuntimeError as e:
-        raise MfnsInputError(f"{path}: cannot be read as an image ({str(e).strip().splitlines()[-1][:120]})") from None
-    size = tuple(int(s) for s in r.GetSize())
-    check_axial_geometry(str(path), r.GetDimension(), size, r.GetNumberOfComponents(), r.GetDirection())
-    spacing = tuple(float(s) for s in r.GetSpacing())
-    d = np.asarray(r.GetDirection(), dtype=float).reshape(3, 3)
+    """Geometry of one scan after the checks in the module docstring; MfnsInputError names the file."""
+    img = read_checked_image(path, "T2w scan", "image")  # the whole file, verified (see module docstring)
+    size = tuple(int(s) for s in img.GetSize())
+    check_axial_geometry(str(path), img.GetDimension(), size, img.GetNumberOfComponentsPerPixel(), img.GetDirection())
+    spacing = tuple(float(s) for s in img.GetSpacing())
+    d = np.asarray(img.GetDirection(), dtype=float).reshape(3, 3)
     cols = d / np.maximum(np.linalg.norm(d, axis=0, keepdims=True), 1e-12)
     if abs(cols[0, 0]) < abs(cols[1, 0]) or abs(cols[1, 1]) < abs(cols[0, 1]):
         raise MfnsInputError(f"{path}: wrongly oriented: in-plane index axes swapped (index axis 0 should run "
@@ -88,7 +85,7 @@ def read_header(path: Path) -> ScanHeader:
     if max(spacing[0], spacing[1]) > ANISOTROPY_TOL * spacing[2]:
         raise MfnsInputError(f"{path}: voxel {spacing[0]:g} x {spacing[1]:g} x {spacing[2]:g} mm is thickest in-plane: "
                              f"a non-axial acquisition stored as axial; give the scan as acquired (axial slices)")
-    return ScanHeader(size, spacing, tuple(float(o) for o in r.GetOrigin()), tuple(d.ravel().tolist()))
+    return ScanHeader(size, spacing, tuple(float(o) for o in img.GetOrigin()), tuple(d.ravel().tolist()))
 
 
 def _is_bids(folder: Path) -> bool:
@@ -105,7 +102,7 @@ def _bids_scans(folder: Path) -> list[ScanInput]:
                 continue
             for f in sorted(anat.iterdir()):
                 m = BIDS_T2W.match(f.name)
-                if not m or not f.is_file():
+                if not m or not (f.is_file() or f.is_symlink()):  # a broken link is refused, not skipped
                     continue
                 prefix = m.group(1)
                 ents = dict(kv.split("-", 1) for kv in prefix.split("_"))
@@ -129,18 +126,19 @@ def collect_inputs(items: list[str | Path]) -> list[ScanInput]:
             if _is_bids(p):
                 scans += _bids_scans(p)
                 continue
-            files = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".") and nifti_stem(f))
+            files = sorted(f for f in p.iterdir() if (f.is_file() or f.is_symlink()) and not f.name.startswith(".")
+                           and nifti_stem(f))  # a broken link or link loop is refused by read_header, not skipped
             if not files:
                 raise MfnsInputError(f"{p}: folder contains no .nii or .nii.gz file (and is not a BIDS folder)")
             scans += [ScanInput(f, output_name(f)) for f in files]
-        elif p.is_file():
+        elif p.is_file() or p.is_symlink():
             scans.append(ScanInput(p, output_name(p)))
         else:
             raise MfnsInputError(f"{p}: input not found")
     seen: dict[str, Path] = {}
     by_file: dict[Path, Path] = {}
     for s in scans:
-        real = s.path.resolve()
+        real = Path(os.path.realpath(s.path))  # not Path.resolve(): it raises on a link loop
         if real in by_file:
             raise MfnsInputError(f"{s.path}: given twice (also as {by_file[real]})")
         by_file[real] = s.path
