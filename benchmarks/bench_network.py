@@ -72,13 +72,17 @@ PLANS: Dict[str, tuple] = {
 }
 
 # name -> (class path, extra kwargs)
+# the pre-issue-22 build (mfns_de.V1_BUILD), written out so that this script stays importable without torch
+V1 = {"encoder_block": "plain", "node_block": "conv_cbam", "max_features": 256, "resample": "v1",
+      "full_resolution_heads": False}
 MODELS: Dict[str, tuple] = {
-    "MfNSDe": (MFNS_CLASS, {}),
+    "MfNSDe": (MFNS_CLASS, {}),  # the faithful (DNANet Res-CBAM) build
     "MfNSDe_noAttention": (MFNS_CLASS, {"use_attention": False}),
-    # network switches of the trainer variants (trainers/variants_network.py)
-    "MfNSDe_ResCBAM": (MFNS_CLASS, {"node_block": "res_cbam"}),
-    "MfNSDe_coarseAttention": (MFNS_CLASS, {"attention_from_row": 1}),
-    "MfNSDe_fast": (MFNS_CLASS, {"input_projection": True, "attention_from_row": 1}),
+    "MfNSDe_V1": (MFNS_CLASS, dict(V1)),
+    # network switches of the trainer variants (trainers/variants_network.py), on the v1 build as those trainers
+    "MfNSDe_ResCBAM": (MFNS_CLASS, {**V1, "node_block": "res_cbam"}),
+    "MfNSDe_coarseAttention": (MFNS_CLASS, {**V1, "attention_from_row": 1}),
+    "MfNSDe_fast": (MFNS_CLASS, {**V1, "input_projection": True, "attention_from_row": 1}),
     "MfNSDe_checkpointNodes": (MFNS_CLASS, {"checkpoint_nodes": True}),
     "PlainConvUNet": (PLAIN_CLASS, {}),
 }

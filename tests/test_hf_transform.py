@@ -109,3 +109,40 @@ def test_3d_anisotropic_pvs_survives():
     seg = _seg((20, 64, 52), [(7, 41, 50)])
     hf = DownsampleSegForDSTransformHF(SCALES_3D, mode="max")(segmentation=seg)["segmentation"]
     assert all(int(h.sum()) == 1 for h in hf)
+
+
+def _hand_windows(n: int, k: int, m: int) -> list:
+    """Window t = voxels [t*k, (t+1)*k), the last one running to the end of the axis (issue 22: no overlap,
+    nothing dropped when round() leaves out a partial window)."""
+    return [(t * k, n if t == m - 1 else min((t + 1) * k, n)) for t in range(m)]
+
+
+@pytest.mark.parametrize("shape,scales", [((37, 53), SCALES_2D), ((13, 29), SCALES_2D), ((9, 23, 19), SCALES_3D)])
+@pytest.mark.parametrize("mode", ["max", "area"])
+def test_odd_shapes_use_non_overlapping_windows_on_a_real_label(shape, scales, mode):
+    g = np.random.default_rng(4)
+    fg = g.random(shape) < 0.04  # scattered one-voxel PVS, many on window borders
+    seg = torch.from_numpy(fg.astype(np.int16))[None]
+    outs = DownsampleSegForDSTransformHF(scales, mode=mode, labels=[0, 1])(segmentation=seg)["segmentation"]
+    for scale, out in zip(scales[1:], outs[1:]):
+        k = [int(round(1 / s)) for s in scale]
+        m = [round(n * s) for n, s in zip(shape, scale)]
+        axes = [_hand_windows(n, kk, mm) for n, kk, mm in zip(shape, k, m)]
+        expected_any = np.zeros(m, dtype=bool)
+        expected_frac = np.zeros(m)
+        for idx in np.ndindex(*m):
+            window = tuple(slice(*axes[a][i]) for a, i in enumerate(idx))
+            expected_any[idx] = fg[window].any()
+            expected_frac[idx] = fg[window].mean()
+        if mode == "max":
+            np.testing.assert_array_equal(out[0].numpy().astype(bool), expected_any)
+        else:
+            np.testing.assert_allclose(out[1].numpy(), expected_frac, rtol=0, atol=1e-6)
+            np.testing.assert_allclose(out.sum(0).numpy(), 1.0, atol=1e-6)
+
+
+def test_odd_shape_voxel_on_a_window_border_is_counted_once():
+    # 37 voxels at scale 1/8 -> 5 targets; adaptive pooling's windows overlap, so a voxel at 29 fell in two
+    seg = _seg((37, 16), [(29, 3)])
+    out = DownsampleSegForDSTransformHF([[1, 1], [0.125, 0.125]], mode="max")(segmentation=seg)["segmentation"][1]
+    assert out.shape == (1, 5, 2) and int(out.sum()) == 1 and int(out[0, 3, 0]) == 1

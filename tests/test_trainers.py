@@ -71,13 +71,20 @@ def test_paper_recipe_hooks():
     assert tr.batch_size == 4
     assert tr.configuration_manager.batch_size == 12, "the plan itself must stay untouched"
     assert type(tr.network).__name__ == "MfNSDe"
-    # Dice only (no CE term), DS weights 1/2^i over every row, normalised
+    # Dice only (no CE term); DS weights: the fused output and DNANet's full-resolution side heads share scale 0's
+    # weight equally, coarse row i has 1/2^i, normalised (5 rows: 4 full-resolution outputs, 4 coarse heads)
     assert type(tr.loss).__name__ == "DeepSupervisionWrapper"
     assert type(tr.loss.loss).__name__ == "MemoryEfficientSoftDiceLoss"
     w = np.array(tr.loss.weight_factors)
-    n = len(tr._get_deep_supervision_scales())
-    assert len(w) == n and w.sum() == pytest.approx(1.0) and all(w > 0)
-    assert np.allclose(w[:-1] / w[1:], 2.0)
+    scales = tr._get_deep_supervision_scales()
+    assert len(w) == len(scales) == 8 and w.sum() == pytest.approx(1.0) and all(w > 0)
+    assert [s[0] for s in scales] == [1, 1, 1, 1, 0.5, 0.25, 0.125, 0.0625]
+    expected = np.array([1 / 4] * 4 + [1 / 2, 1 / 4, 1 / 8, 1 / 16])
+    np.testing.assert_allclose(w, expected / expected.sum())
+    # the v1 build: one output per row, 1/2^i
+    from nnunetv2_mfns.trainers.variants_network import nnUNetTrainerMfNSDe_V1
+    w1 = np.array(build(nnUNetTrainerMfNSDe_V1).loss.weight_factors)
+    assert len(w1) == 5 and np.allclose(w1[:-1] / w1[1:], 2.0) and w1.sum() == pytest.approx(1.0)
     assert nnUNetTrainerMfNSDe_50epochs(make_plans(), "2d", 0, DATASET_JSON, torch.device("cpu")).num_epochs == 50
     ci = nnUNetTrainerMfNSDe_ci(make_plans(), "2d", 0, DATASET_JSON, torch.device("cpu"))
     assert (ci.num_epochs, ci.num_iterations_per_epoch) == (1, 2) and ci.initial_lr == pytest.approx(0.05)
@@ -97,7 +104,8 @@ def test_lr_schedule_cosine_from_paper_lr():
 def test_ds_outputs_match_targets_count_and_shapes(n_stages, patch):
     tr = build(nnUNetTrainerMfNSDe, make_plans(n_stages, patch))
     scales = tr._get_deep_supervision_scales()
-    assert len(scales) == min(n_stages, 5)
+    n_rows = min(n_stages, 5)  # the fused output + DNANet's side heads on X(0, 1..L-2), then one head per coarse row
+    assert len(scales) == (n_rows - 1) + (n_rows - 1)
     seg = torch.zeros((1, *patch), dtype=torch.int16)
     seg[0, 5, 7] = 1
     tf = tr.get_validation_transforms(scales, foreground_labels=[1])

@@ -99,6 +99,19 @@ class ResCBAMNode(nn.Module):
         return np.int64(total)
 
 
+class ResCBAMStack(nn.Sequential):
+    """Several Res-CBAM blocks in a row, as DNANet's ``_make_layer(block, in, out, num_blocks)``: the first
+    maps the input width to the output width, the others keep it."""
+
+    def __init__(self, blocks: List[ResCBAMNode]) -> None:
+        super().__init__(*blocks)
+        self.input_channels = blocks[0].input_channels
+        self.output_channels = blocks[-1].output_channels
+
+    def compute_conv_feature_map_size(self, input_size: List[int]) -> np.int64:
+        return np.int64(sum(b.compute_conv_feature_map_size(input_size) for b in self))
+
+
 def _first_conv_1x1(convs: nn.Sequential, conv_op: Type[_ConvNd], block_kwargs: dict, last_has_nonlin: bool) -> None:
     """Replace ``convs[0]`` by the same ConvDropoutNormReLU with a 1x1 kernel (same input/output widths)."""
     first = convs[0]
@@ -112,8 +125,11 @@ def _first_conv_1x1(convs: nn.Sequential, conv_op: Type[_ConvNd], block_kwargs: 
 
 def make_node(node_block: str, n_conv: int, conv_op: Type[_ConvNd], input_channels: int, output_channels: int,
               kernel_size: Union[int, List[int]], block_kwargs: dict, attention_kwargs: Optional[dict],
-              input_projection: bool = False) -> nn.Module:
+              input_projection: bool = False, n_blocks: int = 1) -> nn.Module:
     """One nested node or the fusion block. ``attention_kwargs=None``: no attention (no parameters).
+
+    ``n_blocks`` (``res_cbam`` only): Res-CBAM blocks in a row (DNANet: 1 on the full-resolution row, 2 on the
+    others); 1 returns the block itself, so single-block nodes keep the state-dict keys of earlier checkpoints.
 
     ``block_kwargs``: conv_bias, norm_op(+kwargs), dropout_op(+kwargs), nonlin(+kwargs), nonlin_first, as
     StackedConvBlocks takes them. ``attention_kwargs``: CBAM's keyword arguments. ``input_projection``:
@@ -121,14 +137,25 @@ def make_node(node_block: str, n_conv: int, conv_op: Type[_ConvNd], input_channe
     """
     attention = None if attention_kwargs is None else CBAM(conv_op, output_channels, **attention_kwargs)
     if node_block == "conv_cbam":
+        if n_blocks != 1:
+            raise ValueError(f"MfNSDe: node_block 'conv_cbam' takes its depth from n_conv (n_blocks must be 1), "
+                             f"got {n_blocks}")
         conv = StackedConvBlocks(n_conv, conv_op, input_channels, output_channels, kernel_size, 1, **block_kwargs)
         if input_projection:
             _first_conv_1x1(conv.convs, conv_op, block_kwargs, last_has_nonlin=True)
         return ConvCBAMNode(conv, attention)
     if node_block == "res_cbam":
+        if n_blocks < 1:
+            raise ValueError(f"MfNSDe: a Res-CBAM node needs n_blocks >= 1, got {n_blocks}")
         kw = {k: v for k, v in block_kwargs.items() if k != "nonlin_first"}
-        node = ResCBAMNode(n_conv, conv_op, input_channels, output_channels, kernel_size, attention=attention, **kw)
+        blocks = []
+        for b in range(n_blocks):
+            # every block has its own gates (DNANet: one CBAM per Res_CBAM_block)
+            att = attention if b == 0 else (None if attention_kwargs is None else
+                                            CBAM(conv_op, output_channels, **attention_kwargs))
+            blocks.append(ResCBAMNode(n_conv, conv_op, input_channels if b == 0 else output_channels, output_channels,
+                                      kernel_size, attention=att, **kw))
         if input_projection:
-            _first_conv_1x1(node.convs, conv_op, kw, last_has_nonlin=False)
-        return node
+            _first_conv_1x1(blocks[0].convs, conv_op, kw, last_has_nonlin=False)
+        return blocks[0] if n_blocks == 1 else ResCBAMStack(blocks)
     raise ValueError(f"MfNSDe: node_block must be one of {NODE_BLOCKS}, got {node_block!r}")

@@ -3,7 +3,7 @@
 Layout and evaluation order: see ``nnunetv2_mfns.architectures.mfns_de`` (module docstring). The node
 blocks live in ``nested_blocks``, the attention in ``attention``.
 """
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -34,6 +34,27 @@ def deep_supervision_scales(strides: Sequence, n_stages: Optional[int] = None,
     return [[float(v) for v in row] for row in scales]
 
 
+RESAMPLE_MODES = ("dnanet", "v1")
+
+
+def deep_supervision_layout(strides: Sequence, n_stages: Optional[int] = None, max_nested_stages: int = 5,
+                            full_resolution_heads: bool = True) -> Tuple[List[List[float]], List[float]]:
+    """Scales and loss weights of the outputs an MfNSDe returns with deep supervision on, in output order.
+
+    Without ``full_resolution_heads``: one output per row (the fused output, then a head on the last node of
+    every coarser row), weights ``1/2^i`` normalised. With them (the faithful build): DNANet's full-resolution
+    side heads on X(0, 1) .. X(0, L-2) come right after the fused output, all at scale 1, and share scale 0's
+    weight equally (DNANet averages its full-resolution heads); the coarse heads keep ``1/2^i`` on HF targets.
+    """
+    per_row = deep_supervision_scales(strides, n_stages, max_nested_stages)
+    n_rows = len(per_row)
+    n_full = n_rows - 1 if full_resolution_heads else 1
+    scales = [per_row[0]] * n_full + per_row[1:]
+    weights = [1.0 / n_full] * n_full + [1.0 / 2 ** i for i in range(1, n_rows)]
+    total = sum(weights)
+    return scales, [w / total for w in weights]
+
+
 class MfNSDeDecoder(nn.Module):
     """Nested nodes, fusion and heads. Named ``decoder`` in the network so that nnU-Net's stock
     ``set_deep_supervision_enabled`` (which sets ``network.decoder.deep_supervision``) works.
@@ -52,8 +73,13 @@ class MfNSDeDecoder(nn.Module):
                  attention_reduction: int, attention_min_hidden: int, attention_kernel_size: int,
                  node_block: str = "conv_cbam", attention_init: str = "he",
                  attention_from_row: int = 0, input_projection: bool = False,
-                 checkpoint_nodes: bool = False) -> None:
+                 checkpoint_nodes: bool = False, blocks_per_row: Optional[Sequence[int]] = None,
+                 resample: str = "v1", full_resolution_heads: bool = False) -> None:
         super().__init__()
+        if resample not in RESAMPLE_MODES:
+            raise ValueError(f"MfNSDe: resample must be one of {RESAMPLE_MODES}, got {resample!r}")
+        self.resample = resample
+        self.full_resolution_heads = bool(full_resolution_heads)
         self.deep_supervision = deep_supervision
         self.num_classes = num_classes
         self.use_attention = use_attention
@@ -68,6 +94,9 @@ class MfNSDeDecoder(nn.Module):
         L = self.n_rows
         w = self.widths
         self.attention_rows = list(range(attention_from_row, L)) if use_attention else []
+        self.blocks_per_row = [1] * L if blocks_per_row is None else [int(b) for b in blocks_per_row]
+        if len(self.blocks_per_row) != L:
+            raise ValueError(f"MfNSDe: blocks_per_row needs {L} entries (one per row), got {self.blocks_per_row}")
 
         block_kwargs = dict(conv_bias=encoder.conv_bias, norm_op=encoder.norm_op,
                             norm_op_kwargs=encoder.norm_op_kwargs, dropout_op=encoder.dropout_op,
@@ -80,7 +109,7 @@ class MfNSDeDecoder(nn.Module):
         def node(in_ch: int, row: int) -> nn.Module:
             att = att_kwargs if row in self.attention_rows else None
             return make_node(node_block, n_conv_per_row[row], self.conv_op, in_ch, w[row], encoder.kernel_sizes[row],
-                             block_kwargs, att, input_projection)
+                             block_kwargs, att, input_projection, self.blocks_per_row[row])
 
         # nodes[i][j - 1] is X(i, j); row i has columns 1 .. L-1-i
         self.nodes = nn.ModuleList(
@@ -95,6 +124,11 @@ class MfNSDeDecoder(nn.Module):
         self.seg_layers = nn.ModuleList(
             [self.conv_op(w[0], num_classes, 1, 1, 0, bias=True)] +
             [self.conv_op(w[i], num_classes, 1, 1, 0, bias=True) for i in range(1, L)])
+        # DNANet's full-resolution side heads on X(0, 1) .. X(0, L-2) (its final1..final3); absent in the v1 build
+        # so that v1 checkpoints keep their keys
+        if self.full_resolution_heads:
+            self.row0_heads = nn.ModuleList([self.conv_op(w[0], num_classes, 1, 1, 0, bias=True)
+                                             for _ in range(1, L - 1)])
 
         # scales as nnU-Net computes them (float64), used for the exact DS target sizes
         self.scales = deep_supervision_scales(self.strides, L, L)
@@ -107,10 +141,14 @@ class MfNSDeDecoder(nn.Module):
     def _up(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         if list(x.shape[2:]) == list(size):
             return x
-        return F.interpolate(x, size=tuple(size), mode=_INTERP_MODE[self.dim], align_corners=False)
+        # DNANet: nn.Upsample(bilinear, align_corners=True); v1: align_corners=False
+        return F.interpolate(x, size=tuple(size), mode=_INTERP_MODE[self.dim],
+                             align_corners=self.resample == "dnanet")
 
     def _down(self, x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        # adaptive pooling hits the exact row shape; for sizes that are multiples of the stride it is
+        if self.resample == "dnanet":  # DNANet: nn.Upsample(scale_factor=0.5, bilinear, align_corners=True)
+            return F.interpolate(x, size=tuple(size), mode=_INTERP_MODE[self.dim], align_corners=True)
+        # v1: adaptive pooling hits the exact row shape; for sizes that are multiples of the stride it is
         # plain max pooling with kernel = stride
         pool = F.adaptive_max_pool2d if self.dim == 2 else F.adaptive_max_pool3d
         return pool(x, tuple(size))
@@ -126,6 +164,9 @@ class MfNSDeDecoder(nn.Module):
         if i >= 1:
             parts.append(self._down(inputs[j + 1], shape))
         return self.nodes[i][j - 1](torch.cat(parts, 1))
+
+    def _head(self, layer: nn.Module, x: torch.Tensor, row: int, input_shape: Sequence[int]) -> torch.Tensor:
+        return self._up(layer(x), self.target_shape(row, input_shape))
 
     def _fuse(self, shape: List[int], *last: torch.Tensor) -> torch.Tensor:
         fused = [last[0]] + [self._up(self.fusion_proj[i - 1](last[i]), shape) for i in range(1, len(last))]
@@ -148,12 +189,13 @@ class MfNSDeDecoder(nn.Module):
 
         last = [X[(i, L - 1 - i)] for i in range(L)]
         fused = self._run(self._fuse, shapes[0], *last)
-        out0 = self._up(self.seg_layers[0](fused), self.target_shape(0, input_shape))
+        out0 = self._head(self.seg_layers[0], fused, 0, input_shape)
         if not self.deep_supervision:
             return out0
         outs = [out0]
-        for i in range(1, L):
-            outs.append(self._up(self.seg_layers[i](last[i]), self.target_shape(i, input_shape)))
+        if self.full_resolution_heads:
+            outs += [self._head(h, X[(0, j)], 0, input_shape) for j, h in enumerate(self.row0_heads, start=1)]
+        outs += [self._head(self.seg_layers[i], last[i], i, input_shape) for i in range(1, L)]
         return outs
 
     def compute_conv_feature_map_size(self, input_size: Sequence[int]) -> np.int64:
@@ -177,4 +219,6 @@ class MfNSDeDecoder(nn.Module):
         total += self.num_classes * vox[0]
         if self.deep_supervision:
             total += sum((self.num_classes * vox[i] for i in range(1, L)), 0)
+            if self.full_resolution_heads:
+                total += (L - 2) * self.num_classes * vox[0]
         return np.int64(total)

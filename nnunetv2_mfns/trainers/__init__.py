@@ -11,12 +11,13 @@ from nnunetv2_mfns.trainers.variants import (nnUNetTrainerMfNSDe_50epochs, nnUNe
 from nnunetv2_mfns.trainers.variants_network import (nnUNetTrainerMfNSDe_CheckpointNodes,
                                                      nnUNetTrainerMfNSDe_CoarseAttention, nnUNetTrainerMfNSDe_Fast,
                                                      nnUNetTrainerMfNSDe_NeutralAttInit, nnUNetTrainerMfNSDe_ResCBAM,
-                                                     nnUNetTrainerMfNSDe_ResCBAMNeutral)
+                                                     nnUNetTrainerMfNSDe_ResCBAMNeutral,
+                                                     nnUNetTrainerMfNSDe_V1)
 
 BASE_TRAINERS = [nnUNetTrainerMfNSDe, nnUNetTrainerMfNSDe_50epochs, nnUNetTrainerMfNSDe_NoHF,
                  nnUNetTrainerMfNSDe_AreaHF, nnUNetTrainerMfNSDe_NoAttention, nnUNetTrainerMfNSDe_NoDS,
                  nnUNetTrainerMfNSDe_nnUNetRecipe, nnUNetTrainerUNet2D_PaperRecipe,
-                 nnUNetTrainerMfNSDe_ResCBAM, nnUNetTrainerMfNSDe_NeutralAttInit, nnUNetTrainerMfNSDe_ResCBAMNeutral,
+                 nnUNetTrainerMfNSDe_V1, nnUNetTrainerMfNSDe_ResCBAM, nnUNetTrainerMfNSDe_NeutralAttInit, nnUNetTrainerMfNSDe_ResCBAMNeutral,
                  nnUNetTrainerMfNSDe_Fast, nnUNetTrainerMfNSDe_CheckpointNodes,
                  nnUNetTrainerMfNSDe_CoarseAttention, nnUNetTrainerIAANet, nnUNetTrainerTriSegNet]
 

@@ -2,9 +2,11 @@
 
 The paper's shared recipe (`paper_recipe.nnUNetTrainerPaperRecipe`: batch 4, Adagrad 0.05 with cosine decay,
 soft Dice only, HF deep-supervision targets) combined with the MfNS_De network (dense nested attention
-U-Net, `nnunetv2_mfns.architectures.mfns_de.MfNSDe`) built from the plans' 2d configuration, deep
-supervision at every row it builds (one output per row, so the DS scales come from the rows, not from
-nnU-Net's `n_stages - 1` default).
+U-Net, `nnunetv2_mfns.architectures.mfns_de.MfNSDe`, DNANet's Res-CBAM build: see the departure table in its
+module docstring) built from the plans' 2d configuration. Deep supervision follows the network's output layout
+(`deep_supervision_layout`): the fused output and DNANet's full-resolution side heads at scale 1, then one
+head per coarser row at its own scale against HF targets, so the DS scales and loss weights come from the
+network, not from nnU-Net's `n_stages - 1` default.
 Checkpoint selection on the fold's validation group is nnU-Net's own `checkpoint_best.pth` (EMA pseudo
 Dice on the validation cases of splits_final.json); predict with `-chk checkpoint_best.pth` to use it.
 """
@@ -14,7 +16,8 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 from torch import nn
 
-from nnunetv2_mfns.architectures.nested_decoder import deep_supervision_scales
+from nnunetv2_mfns.architectures.mfns_de import DNANET_WIDTHS, FULL_RESOLUTION_HEADS
+from nnunetv2_mfns.architectures.nested_decoder import deep_supervision_layout
 from nnunetv2_mfns.trainers.network_from_plans import plain_conv_arch_kwargs
 from nnunetv2_mfns.trainers.paper_recipe import nnUNetTrainerPaperRecipe
 
@@ -33,9 +36,9 @@ class nnUNetTrainerMfNSDe(nnUNetTrainerPaperRecipe):
     network_class_name = MFNS_DE_CLASS
     use_attention = True
     max_nested_stages = 5
-    max_features = 256
+    max_features = DNANET_WIDTHS
     # further MfNSDe constructor switches (node_block, attention_init, attention_from_row, ...): the variants in
-    # trainers/variants_network.py set this; empty = the faithful build
+    # trainers/variants_network.py set this; empty = the faithful build (the constructor's defaults)
     network_options: dict = {}
 
     def _check_configuration(self):
@@ -54,8 +57,15 @@ class nnUNetTrainerMfNSDe(nnUNetTrainerPaperRecipe):
         return get_network_from_plans(cls.network_class_name, kwargs, req_import, num_input_channels,
                                       num_output_channels, allow_init=True, deep_supervision=enable_deep_supervision)
 
+    def _deep_supervision_layout(self):
+        kwargs = self.configuration_manager.network_arch_init_kwargs
+        return deep_supervision_layout(kwargs["strides"], kwargs["n_stages"], self.max_nested_stages,
+                                       self.network_options.get("full_resolution_heads", FULL_RESOLUTION_HEADS))
+
     def _get_deep_supervision_scales(self):
         if not self.enable_deep_supervision:
             return None
-        kwargs = self.configuration_manager.network_arch_init_kwargs
-        return deep_supervision_scales(kwargs["strides"], kwargs["n_stages"], self.max_nested_stages)
+        return self._deep_supervision_layout()[0]
+
+    def _deep_supervision_weights(self):
+        return self._deep_supervision_layout()[1]

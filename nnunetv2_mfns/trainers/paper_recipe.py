@@ -99,10 +99,14 @@ class nnUNetTrainerPaperRecipe(nnUNetTrainer):
         if self.label_manager.ignore_label is not None:
             loss = _IgnoreLabelMaskedDice(loss, self.label_manager.ignore_label)
         if self.enable_deep_supervision:
-            n_scales = len(self._get_deep_supervision_scales())
-            weights = np.array([1 / (2 ** i) for i in range(n_scales)])
-            loss = DeepSupervisionWrapper(loss, weights / weights.sum())
+            loss = DeepSupervisionWrapper(loss, self._deep_supervision_weights())
         return loss
+
+    def _deep_supervision_weights(self) -> List[float]:
+        """Loss weight of each deep-supervision output, in output order, summing to 1: ``1/2^i`` normalised.
+        A network whose outputs are not one per scale (MfNS_De's full-resolution side heads) overrides this."""
+        weights = np.array([1 / (2 ** i) for i in range(len(self._get_deep_supervision_scales()))])
+        return list(weights / weights.sum())
 
     # ---- optimisation: Adagrad, lr 0.05, cosine to 1e-5 -------------------------------------------------
     def optimizer_param_groups(self) -> List[dict]:
