@@ -23,7 +23,6 @@ from typing import Dict, List
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import numpy as np
 import torch
 
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
@@ -32,6 +31,8 @@ from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.helpers import softmax_helper_dim1
 
 from nnunetv2_mfns.architectures.attention import ChannelAttention, SpatialAttention
+from nnunetv2_mfns.architectures.mfns_de import V1_BUILD
+from nnunetv2_mfns.architectures.nested_decoder import deep_supervision_layout
 from nnunetv2_mfns.transforms.hf_downsampling import DownsampleSegForDSTransformHF
 
 MFNS_CLASS = "nnunetv2_mfns.architectures.mfns_de.MfNSDe"
@@ -39,10 +40,12 @@ REQ_IMPORT = ["conv_op", "norm_op", "dropout_op", "nonlin"]
 
 # variant name -> extra MfNSDe kwargs
 VARIANTS: Dict[str, dict] = {
-    "faithful": {},
-    "rescbam": {"node_block": "res_cbam"},
-    "neutral_init": {"attention_init": "neutral"},
-    "rescbam_neutral_init": {"node_block": "res_cbam", "attention_init": "neutral"},
+    "faithful": {},  # the default since issue 22: DNANet's Res-CBAM encoder and nodes, widths 16..256
+    "faithful_neutral_init": {"attention_init": "neutral"},
+    "v1": dict(V1_BUILD),  # the build issue 10 measured
+    "v1_rescbam": {**V1_BUILD, "node_block": "res_cbam"},
+    "v1_neutral_init": {**V1_BUILD, "attention_init": "neutral"},
+    "v1_rescbam_neutral_init": {**V1_BUILD, "node_block": "res_cbam", "attention_init": "neutral"},
 }
 
 
@@ -101,11 +104,11 @@ def run(variant: str, steps: int, seed: int) -> dict:
     net = get_network_from_plans(MFNS_CLASS, dict(plan_5stage(), **VARIANTS[variant]), REQ_IMPORT, 1, 2,
                                  allow_init=True, deep_supervision=True)
     net.train()
-    scales = net.get_deep_supervision_scales()
+    # the trainer's layout: scales and loss weights of every deep-supervision output
+    scales, weights = deep_supervision_layout(net.ds_strides, net.n_rows, net.n_rows, net.full_resolution_heads)
     ds = DownsampleSegForDSTransformHF(scales, mode="max", labels=[0, 1])
-    w = np.array([1 / 2 ** i for i in range(len(scales))])
     loss_fn = DeepSupervisionWrapper(MemoryEfficientSoftDiceLoss(batch_dice=True, do_bg=False, smooth=1e-5, ddp=False,
-                                                                 apply_nonlin=softmax_helper_dim1), w / w.sum())
+                                                                 apply_nonlin=softmax_helper_dim1), weights)
     opt = torch.optim.Adagrad(net.parameters(), lr=0.05)
     gen = torch.Generator().manual_seed(seed)
     x_eval, _ = synthetic_batch(gen)

@@ -27,7 +27,9 @@ export OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nnUNet_def_n_
        nnUNet_compile=false
 # the installed console script, else the checkout's .venv
 mfns_compare=$(command -v mfns-compare || echo "$(dirname "$(realpath "$0")")/../.venv/bin/mfns-compare")
-common=(--phantom --profile study --n-subjects 20 --phantom-id 613 --phantom-name PVSStudy --seed 0 --budget study
+# STUDY_BUDGET=long runs the same jobs at the 4x budget of issue 22 (workdirs w_long_METHOD_fFOLD)
+budget=${STUDY_BUDGET:-study}
+common=(--phantom --profile study --n-subjects 20 --phantom-id 613 --phantom-name PVSStudy --seed 0 --budget "$budget"
         --device cpu)
 if [ "$jobs" = prepare ]; then
   exec "$mfns_compare" "${common[@]}" --methods MfNS_De,UNet2D,nnUNet_2d,nnUNet_3d --stage prepare \
@@ -37,6 +39,7 @@ for job in $jobs; do
   method=${job%%:*}
   fold=${job##*:}
   workdir=$study/w_${method}_f${fold}
+  [ "$budget" = study ] || workdir=$study/w_${budget}_${method}_f${fold}
   echo "=== $(date -u +%FT%TZ) start $method fold $fold (workdir $workdir)"
   "$mfns_compare" "${common[@]}" --methods "$method" --folds "$fold" --workdir "$workdir"
   echo "=== $(date -u +%FT%TZ) end $method fold $fold rc $?"

@@ -33,6 +33,11 @@ BUDGETS: Dict[str, Budget] = {
                    description="pipeline check: 3 epochs x 8 iterations (README demo on a 2-core CPU)"),
     # the CPU study on the `study` phantom profile (issue 10), a validation-DSC point every 50 iterations
     "study": Budget(20, 25, 3, True, curve_every=2, description=STUDY_DESCRIPTION),
+    # issue 22: 4x the study budget, to test whether the study's ordering and differences hold with more training
+    "long": Budget(80, 25, 3, True, curve_every=4,
+                   description="annealed 2000-iteration budget: 80 epochs x 25 iterations (4x `study`), each "
+                               "trainer's own LR schedule compressed into those 2000 iterations; a curve point "
+                               "every 100 iterations"),
     "short": Budget(20, 50, 10, True,      # GPU smoke runs
                     description="short: 20 epochs x 50 iterations with the LR schedule compressed into them "
                                 "(GPU smoke runs)"),
