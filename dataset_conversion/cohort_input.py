@@ -5,6 +5,7 @@ raising, so that `pd_cohort.convert_pd_cohort` can show all of them at once; not
 from __future__ import annotations
 
 import glob
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -154,7 +155,7 @@ def discover_bids(root: str | Path, problems: ProblemList, derivatives_name: str
     for subject, paths in sorted(t2w_by_subject.items()):
         if subject in exclude_subjects:
             continue
-        paths = [p for p in paths if p.resolve() not in exclude]
+        paths = [p for p in paths if Path(os.path.realpath(p)) not in exclude]  # resolve() raises on a link loop
         if not paths:
             continue
         if len(paths) > 1:

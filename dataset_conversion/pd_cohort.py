@@ -17,6 +17,7 @@ all problems (one line each, naming the file); only a clean cohort is written, a
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -84,6 +85,11 @@ def _label_loader(path: Path, volume_index: int | None, pvs_values: Sequence[int
     return load
 
 
+def _real(path: Path) -> Path:
+    """Path.resolve() without its RuntimeError on a symbolic link loop (the loop is reported when read)."""
+    return Path(os.path.realpath(path))
+
+
 def _is_within(child: Path, parent: Path) -> bool:
     try:
         child.resolve().relative_to(parent.resolve())
@@ -133,7 +139,7 @@ def convert_pd_cohort(output_dir: str | Path, dataset_id: int, dataset_name: str
     excluded = {bids_id(s) if bids_root is not None else s for s in (exclude_subjects or []) if s}
     all_tests = find_test_scans(test_scans, problems) if test_scans else []
     tests = [t for t in all_tests if t.subject not in excluded]
-    test_paths = frozenset(t.path.resolve() for t in all_tests)
+    test_paths = frozenset(_real(t.path) for t in all_tests)
     if bids_root is not None:
         cohort = discover_bids(bids_root, problems, derivatives_name, mask_pattern, exclude=test_paths,
                                exclude_subjects=excluded)
@@ -154,12 +160,12 @@ def convert_pd_cohort(output_dir: str | Path, dataset_id: int, dataset_name: str
 
     # Test scans: ids must not clash with training subjects or each other; ages from participants.tsv.
     train_ids = {e.subject for e in cohort.subjects}
-    train_paths = {e.t2w.resolve() for e in cohort.subjects}
+    train_paths = {_real(e.t2w) for e in cohort.subjects}
     seen_test: dict[str, Path] = {}
     for scan in tests:
         if scan.subject in train_ids:
             problems.add(scan.path, f"test scan subject {scan.subject} is also a labelled training subject")
-        if scan.path.resolve() in train_paths:
+        if _real(scan.path) in train_paths:
             problems.add(scan.path, "test scan is also a training T2w image")
         if scan.subject in seen_test:
             problems.add(scan.path, f"duplicate test subject {scan.subject} (also {seen_test[scan.subject]})")

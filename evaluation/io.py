@@ -73,7 +73,7 @@ def read_image(path: Path, role: str = "image") -> tuple[np.ndarray, Geometry]:
     """Array (numpy axis order z, y, x) and geometry of a scan, after every check of
     `nnunetv2_mfns.image_checks` (complete gzip stream, sane header, finite and non-constant values)."""
     checked = read_checked(path, role, "image")
-    return checked.array.copy(), geometry_of(checked.image)  # a copy: the view dies with the ITK image
+    return checked.array, geometry_of(checked.image)
 
 
 def read_binary_mask(path: Path, role: str = "prediction") -> tuple[np.ndarray, Geometry]:

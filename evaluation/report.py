@@ -107,7 +107,7 @@ def _load_case(case: str, gt_dir: Path, pred_files: dict[str, dict[str, Path]], 
     gt, geom = read_binary_mask(Path(gt_dir) / (case + FILE_ENDING), role="label")
     preds = {m: read_binary_mask(files[case])[0] for m, files in pred_files.items() if case in files}
     ip = _image_path(dataset_dir, case)
-    img = read_image(ip)[0].astype(np.float32) if ip is not None else None
+    img = read_image(ip, role="T2w image")[0].astype(np.float32) if ip is not None else None
     if img is not None and img.shape != gt.shape:
         img = None  # a multi-channel or foreign image is no use as a backdrop; the overlay works without it
     return gt, preds, img, geom
@@ -174,6 +174,12 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
                                allow_missing=allow_missing, cases=sorted(set(metrics["case"])), auto_slices=auto_slices)
     else:
         counts = pd.DataFrame(columns=COUNT_COLUMNS)
+    # the figures read the cases' T2w scans (backdrops) after out_dir exists: check them all now, so that a bad
+    # scan (truncated, NaN, constant) is refused before anything is written
+    for case in sorted(set(metrics["case"])):
+        ip = _image_path(dataset_dir, case)
+        if ip is not None:
+            read_image(ip, role="T2w image")
     out_dir = prepare_out_dir(out_dir, overwrite, REPORT_FILES)
     missing = metrics.attrs.get("missing", {})
     pred_files = prediction_files(pred_dirs)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import gzip
 import logging
 import math
@@ -95,10 +96,11 @@ class CheckedImage:
     image: sitk.Image
     header: ImageHeader
 
-    @property
+    @functools.cached_property
     def array(self) -> np.ndarray:
-        """Read-only view, numpy axis order (z, y, x)."""
-        return sitk.GetArrayViewFromImage(self.image)
+        """The voxels, numpy axis order (z, y, x). A copy on purpose: a GetArrayViewFromImage view does not
+        keep its image alive, so `read_checked(...).array` would point into freed memory."""
+        return sitk.GetArrayFromImage(self.image)
 
 
 def is_nifti_name(path: str | Path) -> bool:
@@ -167,9 +169,9 @@ def check_image_header(path: str | Path, role: str = "image", *, volume_index: i
             img = nib.load(str(path))
             with nib.openers.ImageOpener(str(path)) as f:
                 hdr = type(img.header).from_fileobj(f, check=False)
-    except EOFError:
-        raise ImageCheckError(path, f"{role} is truncated: the file ends inside its header") from None
-    except Exception as e:  # nibabel raises several types (ImageFileError, HeaderDataError, OSError)
+    except Exception as e:  # nibabel raises several types (ImageFileError, HeaderDataError, OSError, EOFError)
+        if path.name.lower().endswith(".nii.gz"):
+            _gzip_length(path, role)  # a stream broken inside the header: say truncated/corrupt, not "not NIfTI"
         raise ImageCheckError(path, f"{role} is not a readable NIfTI ({_one_line(e)})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ImageCheckError(path, f"{role} is not a readable NIfTI (nibabel reads it as {type(img).__name__})")
@@ -261,23 +263,7 @@ def check_data_stream(header: ImageHeader, role: str = "image") -> None:
     path = header.path
     need = header.data_offset + header.data_bytes
     if header.compressed:
-        have = 0
-        try:
-            with gzip.open(path, "rb") as f:
-                while True:
-                    chunk = f.read(GZIP_CHUNK_BYTES)
-                    if not chunk:
-                        break
-                    have += len(chunk)
-        except EOFError:
-            raise ImageCheckError(path, f"{role} is truncated: the gzip stream ends before its end-of-stream marker "
-                                        f"(an interrupted copy or download?)") from None
-        except gzip.BadGzipFile as e:
-            raise ImageCheckError(path, f"{role} is corrupt: {_one_line(e)} (gzip integrity check)") from None
-        except zlib.error as e:
-            raise ImageCheckError(path, f"{role} is corrupt: invalid compressed data ({_one_line(e)})") from None
-        except OSError as e:
-            raise ImageCheckError(path, f"{role} cannot be read ({_one_line(e)})") from None
+        have = _gzip_length(path, role)
         what = "decompressed file"
     else:
         have = path.stat().st_size
@@ -289,6 +275,29 @@ def check_data_stream(header: ImageHeader, role: str = "image") -> None:
                                         f"({shape} voxels of {header.dtype}) needs {need}")
         raise ImageCheckError(path, f"{role} has {have - need} bytes more than its header ({shape} voxels of "
                                     f"{header.dtype}) accounts for: wrong dimensions or data type in the header")
+
+
+def _gzip_length(path: Path, role: str) -> int:
+    """Decompressed length of a gzip file, read to its end: Python's gzip module checks the end-of-stream
+    marker, the CRC32 and the length of every member there and raises otherwise."""
+    have = 0
+    try:
+        with gzip.open(path, "rb") as f:
+            while True:
+                chunk = f.read(GZIP_CHUNK_BYTES)
+                if not chunk:
+                    break
+                have += len(chunk)
+    except EOFError:
+        raise ImageCheckError(path, f"{role} is truncated: the gzip stream ends before its end-of-stream marker "
+                                    f"(an interrupted copy or download?)") from None
+    except gzip.BadGzipFile as e:
+        raise ImageCheckError(path, f"{role} is corrupt: {_one_line(e)} (gzip integrity check)") from None
+    except zlib.error as e:
+        raise ImageCheckError(path, f"{role} is corrupt: invalid compressed data ({_one_line(e)})") from None
+    except OSError as e:
+        raise ImageCheckError(path, f"{role} cannot be read ({_one_line(e)})") from None
+    return have
 
 
 # ------------------------------------------------------------------------------------------ 4./5. values, ITK
