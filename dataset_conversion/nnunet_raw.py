@@ -93,6 +93,10 @@ def check_output_target(output_root: Path, dataset_id: int, folder_name: str, ov
     if output_root.exists() and not output_root.is_dir():
         problems.add(output_root, "output location exists and is not a folder")
         return target
+    blocker = next((p for p in output_root.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        problems.add(output_root, f"output location cannot be created: {blocker} is a file")
+        return target
     if target.exists() and not overwrite:
         problems.add(target, "output dataset already exists; pass --overwrite to replace it")
     if output_root.is_dir():

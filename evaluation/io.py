@@ -211,6 +211,9 @@ def check_out_dir(out_dir: Path, overwrite: bool, produced: list[str]) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise MfnsInputError(f"{out_dir}: output path exists and is not a folder")
+    blocker = next((p for p in out_dir.parents if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise MfnsInputError(f"{out_dir}: output folder cannot be created: {blocker} is a file")
     if out_dir.is_dir() and not overwrite:
         existing = [p for p in produced if (out_dir / p).exists()]
         if existing:

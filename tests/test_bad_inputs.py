@@ -385,6 +385,9 @@ def test_convert_duplicate_subject_and_output_file(tmp_path, capfd):
     out.write_text("a file where the output folder should go")
     assert_refused(lambda: convert_main(["--manifest", str(manifest), "--dataset-id", "501", "-o", str(out), "--quiet"]),
                    capfd, tmp_path, out, "output location exists and is not a folder")
+    assert_refused(lambda: convert_main(["--manifest", str(manifest), "--dataset-id", "501", "-o", str(out / "sub"),
+                                         "--quiet"]),
+                   capfd, tmp_path, out / "sub", f"output location cannot be created: {out} is a file")
 
 
 # ------------------------------------------------------------------------------------------ mfns-predict
@@ -478,6 +481,9 @@ def test_evaluate_refuses_bad_label_duplicates_and_output_file(tmp_path, capfd):
     out.write_text("a file where the output folder should go")
     assert_refused(lambda: evaluate_main(["--gt", str(gt), "--pred", f"A={pred}"] + argv), capfd, tmp_path, out,
                    "output path exists and is not a folder")
+    argv[1] = str(out / "sub")
+    assert_refused(lambda: evaluate_main(["--gt", str(gt), "--pred", f"A={pred}"] + argv), capfd, tmp_path,
+                   out / "sub", f"output folder cannot be created: {out} is a file")
 
 
 # ------------------------------------------------------------------------------------------ mfns-counts, mfns-report
