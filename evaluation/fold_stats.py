@@ -155,15 +155,13 @@ def compare_units(pairs: pd.DataFrame, n_boot: int = 10000, seed: int = 0, confi
     if k >= MIN_BOOT_UNITS and np.ptp(d) > 0:
         res["boot_ci_low"], res["boot_ci_high"] = cluster_bootstrap_ci(per_unit["s"], per_unit["c"], n_boot, seed,
                                                                       confidence)
-    elif k < MIN_BOOT_UNITS:
-        notes.append(f"{k} units: no cluster bootstrap (fewer than {MIN_BOOT_UNITS})")
     if n >= 2 and np.any(d != 0):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             w = stats.wilcoxon(a, b)
         res.update(wilcoxon_stat=float(w.statistic), p_wilcoxon_cases=float(w.pvalue))
     if k >= 1 and res["p_signflip_min"] > ALPHA:
-        notes.append(f"sign-flip p >= {res['p_signflip_min']:.3g} with {k} units")
+        notes.append(f"sign-flip p cannot be below {res['p_signflip_min']:.3g} with {k} units")
     if len(set(per_unit["c"])) > 1:
         notes.append("units hold different numbers of cases (t-test weights units equally)")
     res["note"] = "; ".join(notes)
@@ -241,6 +239,12 @@ def fmt_p(p: float) -> str:
     return "<0.001" if p < 1e-3 else f"{p:.3f}"
 
 
+def _boot_cell(r) -> str:
+    if np.isfinite(r["boot_ci_low"]):
+        return f"[{_f(r['boot_ci_low'], sign=True)}, {_f(r['boot_ci_high'], sign=True)}]"
+    return f"not given ({int(r['n_units'])} < {MIN_BOOT_UNITS} units)" if r["n_units"] < MIN_BOOT_UNITS else "NaN"
+
+
 def fold_stats_markdown(tests: pd.DataFrame, labels: dict[str, str] | None = None) -> str:
     """The head-to-head table: bold difference only when it survives Holm at the fold level."""
     from .stats import METRIC_LABELS, markdown_table
@@ -256,7 +260,7 @@ def fold_stats_markdown(tests: pd.DataFrame, labels: dict[str, str] | None = Non
                      _f(r["mean_method"]), _f(r["mean_reference"]), diff, text_cell(r["unit_diffs"]),
                      f"{fmt_p(r['p_t'])} (df {int(r['t_df'])})" if np.isfinite(r["p_t"]) else "NaN",
                      fmt_p(r["p_holm"]), f"[{_f(r['t_ci_low'], sign=True)}, {_f(r['t_ci_high'], sign=True)}]",
-                     f"[{_f(r['boot_ci_low'], sign=True)}, {_f(r['boot_ci_high'], sign=True)}]",
+                     _boot_cell(r),
                      fmt_p(r["p_signflip"]), fmt_p(r["p_wilcoxon_cases"]), text_cell(r["note"])])
     ref = tests["reference"].iloc[0]
     unit = tests["unit"].iloc[0]

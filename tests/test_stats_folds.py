@@ -83,7 +83,9 @@ def test_fold_level_tests_pair_by_case_and_give_same_subject_reference_means():
     # Holm over the 2 rows: 0.0741799 x 2 = 0.1483598, then max(0.1483598, 0.1256659 x 1)
     assert m["p_holm"] == pytest.approx(0.1483598, rel=1e-5) and s["p_holm"] == pytest.approx(0.1483598, rel=1e-5)
     assert not m["significant"] and not s["significant"]
-    assert math.isnan(s["boot_ci_low"]) and "no cluster bootstrap" in s["note"]
+    assert math.isnan(s["boot_ci_low"]) and "sign-flip p cannot be below 0.5 with 2 units" in s["note"]
+    assert "| S | DSC | 4 / 2 | 0.725 | 0.750 | -0.025 | f0 -0.030; f1 -0.020 | 0.126 (df 1) | 0.148 |" in \
+        fold_stats_markdown(t.reset_index()) and "not given (2 < 5 units)" in fold_stats_markdown(t.reset_index())
     # independent of row order: another shuffle gives the same table
     t2 = fold_level_tests(fold_metrics(7), "R", metric_names=("dsc",), n_boot=2000, seed=1).set_index("method")
     assert t2.loc["M", "p_t"] == pytest.approx(m["p_t"]) and t2.loc["S", "unit_diffs"] == s["unit_diffs"]
