@@ -1,7 +1,7 @@
 """`mfns-evaluate`: voxel and lesion metrics of prediction folders, Table-2 summary and paired statistics.
 
 Writes into --out: metrics.csv (tidy: case, method, fold, metric, value), summary.csv / summary.md
-(mean +/- SD per method), stats.csv (Wilcoxon and bootstrap CI vs --reference) and, with --subjects,
+(mean +/- SD per method), stats.csv (fold-level paired tests with Holm vs --reference) and, with --subjects,
 the rating-slice counts.csv and correlations.csv. Figures and report.md: `mfns-report`.
 """
 from __future__ import annotations
