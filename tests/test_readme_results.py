@@ -54,3 +54,21 @@ def test_a_hand_edited_number_or_a_changed_csv_is_caught(readme_results, tmp_pat
     table.loc[(table["method"] == "nnUNet_3d") & (table["metric"] == "ppv"), "mean_reference"] -= 0.01
     table.to_csv(stats, index=False)                                       # a CSV changed, README not rerun
     assert readme_results.main(["--check", "--root", str(root)]) == 1
+
+
+def test_committed_study_statistics_are_what_restat_gives(tmp_path):
+    """docs/results/study_head_to_head's stats.csv, summary.md and report.md are reproduced byte for byte by
+    `study_report.py --restat` from the committed metrics.csv (and a second run changes nothing)."""
+    spec = importlib.util.spec_from_file_location("study_report", ROOT / "benchmarks" / "study_report.py")
+    study_report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study_report)
+    committed = ROOT / "docs" / "results" / "study_head_to_head"
+    out = tmp_path / "study_head_to_head"
+    shutil.copytree(committed, out, ignore=shutil.ignore_patterns("*.png"))
+    (out / "stats.csv").unlink()
+    assert study_report.restat(out) == 0
+    for f in ("stats.csv", "summary.md"):
+        assert (out / f).read_bytes() == (committed / f).read_bytes(), f
+    # report.md names the folder it was recomputed in; apart from that line it is the committed one
+    assert (out / "report.md").read_text().replace(str(out), "docs/results/study_head_to_head") == \
+        (committed / "report.md").read_text()
