@@ -24,7 +24,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from nnunetv2_mfns.errors import MfnsInputError, read_json_file
+from nnunetv2_mfns.errors import MfnsInputError, output_folder_problem, read_json_file
 
 from .validation import ProblemList, geometry_mismatches
 
@@ -93,9 +93,9 @@ def check_output_target(output_root: Path, dataset_id: int, folder_name: str, ov
     if output_root.exists() and not output_root.is_dir():
         problems.add(output_root, "output location exists and is not a folder")
         return target
-    blocker = next((p for p in output_root.parents if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        problems.add(output_root, f"output location cannot be created: {blocker} is a file")
+    problem = output_folder_problem(output_root)
+    if problem:
+        problems.add(output_root, problem)
         return target
     if target.exists() and not overwrite:
         problems.add(target, "output dataset already exists; pass --overwrite to replace it")

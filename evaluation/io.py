@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from nnunetv2_mfns.errors import MfnsInputError, read_json_file
+from nnunetv2_mfns.errors import MfnsInputError, output_folder_problem, read_json_file
 from nnunetv2_mfns.image_checks import read_checked
 
 FILE_ENDING = ".nii.gz"
@@ -209,11 +209,9 @@ def check_out_dir(out_dir: Path, overwrite: bool, produced: list[str]) -> Path:
     """Checks, without creating anything, that out_dir can receive our outputs: not a file, and holding none of
     them unless overwrite. Call it with the other input checks, before any work."""
     out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise MfnsInputError(f"{out_dir}: output path exists and is not a folder")
-    blocker = next((p for p in out_dir.parents if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
-        raise MfnsInputError(f"{out_dir}: output folder cannot be created: {blocker} is a file")
+    problem = output_folder_problem(out_dir)
+    if problem:
+        raise MfnsInputError(f"{out_dir}: {problem}")
     if out_dir.is_dir() and not overwrite:
         existing = [p for p in produced if (out_dir / p).exists()]
         if existing:

@@ -20,3 +20,17 @@ def read_json_file(path, missing_hint: str = "", invalid_hint: str = ""):
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise MfnsInputError(f"{path}: not valid JSON ({e}){'; ' + invalid_hint if invalid_hint else ''}") from None
+
+
+def output_folder_problem(path) -> str | None:
+    """Why `path` cannot be (or become) an output folder: it is an existing file, or a file stands where one
+    of its parent folders would be created (mkdir would fail with a traceback). None when it is usable."""
+    from pathlib import Path
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        return "output path exists and is not a folder"
+    blocker = next((p for p in path.parents if p.exists()), None)
+    if not path.exists() and blocker is not None and not blocker.is_dir():
+        return f"output folder cannot be created: {blocker} is a file"
+    return None

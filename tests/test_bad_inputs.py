@@ -387,7 +387,7 @@ def test_convert_duplicate_subject_and_output_file(tmp_path, capfd):
                    capfd, tmp_path, out, "output location exists and is not a folder")
     assert_refused(lambda: convert_main(["--manifest", str(manifest), "--dataset-id", "501", "-o", str(out / "sub"),
                                          "--quiet"]),
-                   capfd, tmp_path, out / "sub", f"output location cannot be created: {out} is a file")
+                   capfd, tmp_path, out / "sub", f"output folder cannot be created: {out} is a file")
 
 
 # ------------------------------------------------------------------------------------------ mfns-predict
