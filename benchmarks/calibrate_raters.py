@@ -34,17 +34,19 @@ def load_rating_slices(dataset: Path, cache: Path | None = None) -> dict:
     rating slices (in the generator's array orientation), cached in an .npz next to the dataset."""
     import SimpleITK as sitk
 
+    from nnunetv2_mfns.image_checks import read_checked, read_checked_image
+
     doc = json.loads((dataset / "subjects.json").read_text())
     seed = int(doc["created_by"]["seed"])
     out = {}
     for case, entry in sorted(doc["subjects"].items()):
-        def arr(path: Path) -> np.ndarray:
-            a = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+        def arr(path: Path, role: str, expect: str) -> np.ndarray:
+            a = read_checked(path, role, expect).array  # the project's checked reader (docs/input_checks.md)
             return a[:, ::-1, ::-1]  # undo cohort.to_sitk's RAS -> LPS flip
-        img = sitk.ReadImage(str(dataset / "imagesTr" / f"{case}_0000.nii.gz"))
+        img = read_checked_image(dataset / "imagesTr" / f"{case}_0000.nii.gz", "T2w image")
         image = sitk.GetArrayFromImage(img)[:, ::-1, ::-1]
-        label = arr(dataset / "labelsTr" / f"{case}.nii.gz")
-        regions = {r: arr(dataset / entry["region_masks"][r]) for r in REGIONS}
+        label = arr(dataset / "labelsTr" / f"{case}.nii.gz", "label", "binary_mask")
+        regions = {r: arr(dataset / entry["region_masks"][r], f"region mask {r}", "region") for r in REGIONS}
         z = sorted(set(entry["rating_slices"].values()))
         keep = {zi: i for i, zi in enumerate(z)}
         out[case] = {"index": int(case.split("_")[-1]) - 1, "seed": seed, "pixel_mm": float(img.GetSpacing()[0]),

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import SimpleITK as sitk
 
 from nnunetv2_mfns.errors import MfnsInputError, read_json_file
 from nnunetv2_mfns.evaluation.rating_slices import locate_rating_slices
+from nnunetv2_mfns.image_checks import read_checked
 
 logger = logging.getLogger("validate_rating_slices")
 TOL_SLICES = 1
@@ -51,7 +51,7 @@ def run_case(dataset: Path, case: str, entry: dict, seed: int, deformable: bool)
     row = {"case": case, "true_BG": entry["rating_slices"]["BG"], "true_CSO": entry["rating_slices"]["CSO"],
            "auto_BG": res.bg_slice, "auto_CSO": res.cso_slice, "ventricle_top": res.ventricle_top_slice}
     for r in ("BG", "CSO"):
-        truth = sitk.GetArrayFromImage(sitk.ReadImage(str(dataset / entry["region_masks"][r])))
+        truth = read_checked(dataset / entry["region_masks"][r], f"region mask {r}", "region").array
         row[f"dice_{r}"] = round(dice(res.regions[r], truth), 4)
         row[f"err_{r}"] = row[f"auto_{r}"] - row[f"true_{r}"]
     row.update({"ncc": res.registration["ncc_after"], "mi_before": res.registration["mattes_mi_before"],
