@@ -69,6 +69,9 @@ class ImageCheckError(MfnsInputError):
         self.problem = problem
         super().__init__(f"{path}: {problem}")
 
+    def __reduce__(self):  # picklable, so that worker processes (mfns-evaluate --workers) can raise it
+        return type(self), (str(self.path), self.problem)
+
 
 @dataclass(frozen=True)
 class ImageHeader:

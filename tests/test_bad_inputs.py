@@ -466,6 +466,15 @@ def test_evaluate_refuses(defect, tmp_path, capfd):
                    capfd, tmp_path, bad, EVAL_MESSAGES.get(defect, message))
 
 
+def test_evaluate_refuses_in_worker_processes(tmp_path, capfd):
+    """--workers 2: the refusal raised in a worker process reaches the user as the same one line."""
+    gt, pred = make_eval_folders(tmp_path)
+    bad = _truncated_gzip(pred / "c2.nii.gz", "mask")
+    assert_refused(lambda: evaluate_main(["--gt", str(gt), "--pred", f"A={pred}", "--out", str(tmp_path / "out"),
+                                          "--reference", "A", "--n-boot", "200", "--workers", "2"]),
+                   capfd, tmp_path, bad, "prediction is truncated")
+
+
 def test_evaluate_refuses_bad_label_duplicates_and_output_file(tmp_path, capfd):
     gt, pred = make_eval_folders(tmp_path)
     out = tmp_path / "out"
