@@ -18,7 +18,14 @@ slice:
 Agreement between two count sources (model vs each rater, rater vs rater, model vs truth): Spearman rank
 correlation (scipy.stats.spearmanr) and Bland-Altman bias = mean(x - y) with 95% limits of agreement
 bias +/- 1.96 SD(x - y) (ddof 1). With n < 3 paired subjects, or a constant series, the statistic is NaN
-and the `note` column says why.
+and the `note` column says why. Spearman only says whether the ranking agrees; two more columns say whether
+the counts themselves agree:
+    * ICC(2,1) (`icc_2_1`): two-way random effects, absolute agreement, single measurement (Shrout & Fleiss
+      1979, McGraw & Wong 1996 "ICC(A,1)"), from the two-way ANOVA mean squares of the n x 2 table (`icc_2_1`
+      below): a method that counts twice as many PVS as the rater but in the same order has Spearman 1 and a
+      low ICC. NaN for n < 3 or when there is no variance at all;
+    * relative count error (`rel_error`): mean over subjects with y > 0 of (x - y) / y (signed: > 0 means x
+      counts more), and `rel_abs_error`, the mean of |x - y| / y.
 """
 from __future__ import annotations
 
@@ -205,14 +212,41 @@ def count_folders(subjects: dict, dataset_dir: Path, pred_dirs: dict[str, Path |
     return df
 
 
+def icc_2_1(table: np.ndarray) -> float:
+    """ICC(2,1) of an n subjects x k raters table: two-way random effects, absolute agreement, single rater.
+
+    ICC(2,1) = (MSR - MSE) / (MSR + (k - 1) MSE + k (MSC - MSE) / n), with the mean squares of the two-way
+    ANOVA without replication: rows (subjects) MSR = k sum (row mean - grand mean)^2 / (n - 1), columns
+    (raters) MSC = n sum (column mean - grand mean)^2 / (k - 1), residual MSE = SSE / ((n - 1)(k - 1)).
+    NaN for n < 3, k < 2, missing values, or a table without variance."""
+    t = np.asarray(table, float)
+    if t.ndim != 2 or t.shape[0] < 3 or t.shape[1] < 2 or not np.all(np.isfinite(t)):
+        return math.nan
+    n, k = t.shape
+    grand = t.mean()
+    ss_rows = k * float(((t.mean(axis=1) - grand) ** 2).sum())
+    ss_cols = n * float(((t.mean(axis=0) - grand) ** 2).sum())
+    ss_err = float(((t - grand) ** 2).sum()) - ss_rows - ss_cols
+    msr, msc, mse = ss_rows / (n - 1), ss_cols / (k - 1), ss_err / ((n - 1) * (k - 1))
+    den = msr + (k - 1) * mse + k * (msc - mse) / n
+    return float((msr - mse) / den) if den > 0 else math.nan
+
+
 def agreement(x: np.ndarray, y: np.ndarray) -> dict:
-    """Spearman rs/p and Bland-Altman bias/limits of paired counts x, y (diff = x - y)."""
+    """Spearman rs/p, Bland-Altman bias/limits, ICC(2,1) and relative count error of paired counts x, y
+    (diff = x - y; y is the reference of the relative error)."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = np.isfinite(x) & np.isfinite(y)
     x, y = x[ok], y[ok]
     n = int(x.size)
     res = {"n": n, "spearman_rs": math.nan, "spearman_p": math.nan, "bias": math.nan, "sd_diff": math.nan,
-           "loa_low": math.nan, "loa_high": math.nan, "mean_x": math.nan, "mean_y": math.nan, "note": ""}
+           "loa_low": math.nan, "loa_high": math.nan, "mean_x": math.nan, "mean_y": math.nan, "note": "",
+           "icc_2_1": icc_2_1(np.stack([x, y], axis=1)) if n else math.nan, "rel_error": math.nan,
+           "rel_abs_error": math.nan}
+    pos = y > 0
+    if pos.any():
+        r = (x[pos] - y[pos]) / y[pos]
+        res.update(rel_error=float(r.mean()), rel_abs_error=float(np.abs(r).mean()))
     notes = []
     if n >= 1:
         d = x - y
@@ -240,10 +274,10 @@ def count_correlations(counts: pd.DataFrame) -> pd.DataFrame:
 
     Pairs (x vs y): each method vs each rater, rater vs rater, each method vs truth, each rater vs truth.
     Columns: region, x, y, comparison, n, spearman_rs, spearman_p, mean_x, mean_y, bias, sd_diff,
-    loa_low, loa_high, note.
+    loa_low, loa_high, note, icc_2_1, rel_error, rel_abs_error.
     """
     cols = ["region", "x", "y", "comparison", "n", "spearman_rs", "spearman_p", "mean_x", "mean_y", "bias",
-            "sd_diff", "loa_low", "loa_high", "note"]
+            "sd_diff", "loa_low", "loa_high", "note", "icc_2_1", "rel_error", "rel_abs_error"]
     tot = counts[counts["side"] == "total"]
     if tot.empty:
         return pd.DataFrame(columns=cols)
@@ -268,3 +302,41 @@ def count_correlations(counts: pd.DataFrame) -> pd.DataFrame:
             a = agreement(both.iloc[:, 0].to_numpy() if len(both) else [], both.iloc[:, 1].to_numpy() if len(both) else [])
             rows.append({"region": region, "x": x, "y": y, "comparison": comp, **a})
     return pd.DataFrame(rows, columns=cols)
+
+
+def rater_description(subjects: dict | None) -> str:
+    """One sentence on who the raters are: simulated by the phantom (and how) or given in subjects.json."""
+    cb = (subjects or {}).get("created_by") or {}
+    if cb.get("tool") == "mfns-make-phantom":
+        r = (cb.get("args") or {}).get("raters") or {}
+        names = ", ".join(r) if isinstance(r, dict) else "rater1, rater2"
+        return (f"The raters ({names}) are SIMULATED, not people: `mfns-make-phantom` (phantom/raters.py) reads the "
+                "acquired rating slice inside the region like a person scanning for bright dots and lines -- blur at "
+                "the rater's reading scale, contrast relative to an 8 mm local-background median, a threshold of "
+                "k robust SDs of that contrast with a per-subject jitter and the rater's own perceptual noise, and "
+                "only spots between a minimum area and 3 mm wide are counted; parameters in subjects.json "
+                "(created_by.args.raters), calibrated on the realistic profile (docs/phantom.md).")
+    return "Rater counts are those given in subjects.json (rater_counts)."
+
+
+def count_agreement_markdown(corr: pd.DataFrame, subjects: dict | None) -> list[str]:
+    """Report section: ICC(2,1) and relative count error next to Spearman, and who the raters are."""
+    if corr.empty:
+        return []
+
+    def f(v, d=3):
+        return "NaN" if not np.isfinite(v) else f"{v:.{d}f}"
+
+    lines = ["## Count agreement beyond ranking", "",
+             "Spearman only checks the ranking; ICC(2,1) (two-way random, absolute agreement, single measurement; "
+             "Shrout & Fleiss 1979) and the relative count error mean((x - y) / y) over subjects with y > 0 (signed: "
+             "> 0 means x counts more; |.| = mean absolute) check the counts themselves. "
+             + rater_description(subjects), "",
+             "| region | x | y | n | Spearman rs | ICC(2,1) | rel. error | abs. rel. error |", "|---|---|---|---|---|---|---|---|"]
+    for _, r in corr.iterrows():
+        lines.append(f"| {r['region']} | {r['x']} | {r['y']} | {int(r['n'])} | {f(r['spearman_rs'])} | "
+                     f"{f(r['icc_2_1'])} | {f(r['rel_error'] * 100, 1)}% | {f(r['rel_abs_error'] * 100, 1)}% |"
+                     if np.isfinite(r["rel_error"]) else
+                     f"| {r['region']} | {r['x']} | {r['y']} | {int(r['n'])} | {f(r['spearman_rs'])} | "
+                     f"{f(r['icc_2_1'])} | NaN | NaN |")
+    return lines + [""]

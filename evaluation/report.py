@@ -25,12 +25,15 @@ import pandas as pd
 from . import figures
 from .budget import read_budgets
 from .counts import count_correlations, count_folders, COUNT_COLUMNS
+from .counts import count_agreement_markdown
+from .confounder_fp import FILES as CONFOUNDER_FILES, write_confounder_fp
 from .io import (FILE_ENDING, case_to_fold_from_splits, check_fold_membership, check_out_dir, load_splits_file,
                  load_subjects, prediction_files, prepare_out_dir, read_binary_mask, read_image)
 from .failure_cases import FIGURE_FILE as FAILURE_FIGURE
 from .failure_cases import failure_panels, fig_failure_cases, pick_failure_cases
 from .lesion_matching import DEFAULT_LESION_RULE, DEFAULT_MIN_IOU
 from .metrics import check_folders, evaluate_folders
+from .seed_runs import evaluate_by_seed, first_seed, split_by_seed
 from .report_text import report_markdown
 from .size_detection import FIGURE_FILE as SIZE_FIGURE
 from .size_detection import SIZE_BINS, TABLE_FILE as SIZE_TABLE
@@ -44,7 +47,7 @@ METRIC_FILES = ["metrics.csv", "summary.csv", "summary.md", "stats.csv"]
 COUNT_FILES = ["counts.csv", "correlations.csv"]
 FIGURE_FILES = ["fig3_metrics_boxplot.png", "fig4_overlays.png", "fig5_burden_mip.png", "fig6_counts_scatter.png",
                 "fig_bland_altman.png", "fig7_failure_cases.png", SIZE_FIGURE]
-REPORT_FILES = METRIC_FILES + [SIZE_TABLE] + COUNT_FILES + FIGURE_FILES + ["report.md"]
+REPORT_FILES = METRIC_FILES + [SIZE_TABLE] + COUNT_FILES + FIGURE_FILES + CONFOUNDER_FILES + ["report.md"]
 
 
 def write_size_detection(out_dir: Path, metrics: pd.DataFrame, methods: list[str], reference: str,
@@ -161,16 +164,19 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
         check_fold_membership(pred_dirs, splits, str(splits_json))
     if dataset_dir is None:
         dataset_dir = Path(subjects_json).parent if subjects_json is not None else gt_dir.parent
-    check_folders(gt_dir, pred_dirs, allow_missing)
+    seed_groups = split_by_seed(pred_dirs)  # mfns-compare --seeds: one set of folders per training seed
+    for group in seed_groups.values():
+        check_folders(gt_dir, group, allow_missing)
     check_out_dir(out_dir, overwrite, REPORT_FILES)
     budgets, budget_known = read_budgets(provenance, list(pred_dirs))  # checks provenance["training"] early
 
     # metrics and counts read every input file; out_dir is created only after they succeeded
-    metrics = evaluate_folders(gt_dir, pred_dirs, case_to_fold, allow_missing=allow_missing,
-                               compute_hd95=compute_hd95, connectivity=connectivity, num_workers=num_workers,
-                               lesion_rule=lesion_rule, min_iou=min_iou)
+    metrics = evaluate_by_seed(seed_groups, lambda group: evaluate_folders(
+        gt_dir, group, case_to_fold, allow_missing=allow_missing, compute_hd95=compute_hd95,
+        connectivity=connectivity, num_workers=num_workers, lesion_rule=lesion_rule, min_iou=min_iou))
+    picture_dirs = first_seed(seed_groups)  # counts and pictures: the first seed's predictions
     if subjects is not None:
-        counts = count_folders(subjects, dataset_dir, pred_dirs, gt_dir, count_connectivity, min_size,
+        counts = count_folders(subjects, dataset_dir, picture_dirs, gt_dir, count_connectivity, min_size,
                                allow_missing=allow_missing, cases=sorted(set(metrics["case"])), auto_slices=auto_slices)
     else:
         counts = pd.DataFrame(columns=COUNT_COLUMNS)
@@ -182,11 +188,14 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
             read_image(ip, role="T2w image")
     out_dir = prepare_out_dir(out_dir, overwrite, REPORT_FILES)
     missing = metrics.attrs.get("missing", {})
-    pred_files = prediction_files(pred_dirs)
+    pred_files = prediction_files(picture_dirs)
     methods = method_order(metrics, reference_method)
     summary, tests = write_metric_tables(out_dir, metrics, reference_method, n_boot, seed)
     size_section = write_size_detection(out_dir, metrics, methods, reference_method, n_boot, seed)
     corr = write_count_tables(out_dir, counts)
+    # issue 23: ICC/relative count error and false positives by confounder type (phantom maps), appended to report.md
+    extra_sections = count_agreement_markdown(corr, subjects) + write_confounder_fp(
+        out_dir, gt_dir, pred_files, subjects, dataset_dir, sorted(set(metrics["case"])), methods)
 
     figures.fig_metrics_boxplot(metrics, out_dir / "fig3_metrics_boxplot.png", methods, seed=seed)
     overlay_case = _pick_overlay_case(metrics, reference_method)
@@ -230,4 +239,7 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
                                                   "min_size (2D counts, pixels)": min_size, "HD95": compute_hd95,
                                                   "bootstrap resamples": n_boot, "bootstrap seed": seed,
                                                   "reference method": reference_method}))
+    if extra_sections:
+        with open(report, "a") as f:
+            f.write("\n" + "\n".join(extra_sections) + "\n")
     return report
