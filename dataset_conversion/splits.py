@@ -1,5 +1,5 @@
 """The paper's validation protocol: five age-balanced groups, fold k tests on group k, validates on one
-other (seeded) group and trains on the rest (DESIGN.md section 5, docs/interfaces.md "Splits").
+other (seeded) group and trains on the rest (docs/reference/design.md section 5, docs/interfaces.md "Splits").
 
 Groups are formed by sorting the cases by age (ties broken by a seeded random key) and dealing them out
 in snake order (0,1,..,n-1,n-1,..,1,0,0,1,..), the usual way to balance a sorted covariate across

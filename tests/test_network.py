@@ -276,7 +276,7 @@ def test_decoder_toggle_and_strict_loading_from_ds_weights():
 
 
 def test_parameter_count_below_plain_unet_for_typical_plan():
-    # the cap exists to keep the nested grid affordable (DESIGN.md section 2): with nnU-Net's 7-stage,
+    # the cap exists to keep the nested grid affordable (docs/reference/design.md section 2): with nnU-Net's 7-stage,
     # 32..512 plan, MfNSDe (5 rows, widths <= 256) must stay well below the plain U-Net's 33.5 M
     features = [32, 64, 128, 256, 512, 512, 512]
     kw = plan_kwargs(2, [[1, 1]] + [[2, 2]] * 6, features)

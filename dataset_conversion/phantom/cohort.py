@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 SCHEMA = "nnunetv2_mfns.subjects/1"
 HARD_EXACT_DIR = "labels_exact"  # hard profile: exact truth (labelsTr = annotator-style labels)
 HARD_CONFOUNDER_DIR = "confounders"  # hard profile: uint8 bit field of confounder types (hard.CONFOUNDER_BITS)
-# paper cohort (PAPER.md): 63.0 +/- 10.3 years, range 42-79
+# paper cohort (docs/reference/paper.md): 63.0 +/- 10.3 years, range 42-79
 AGE_MEAN, AGE_SD = 63.0, 10.3
 
 
@@ -40,7 +40,7 @@ class BurdenModel:
     """PVS burden: density (PVS per cm^3 of candidate tissue) = base * exp(slope * decades + spread * z).
 
     z of BG and CSO are correlated (rho); calibrated so that a 20-subject cohort spans roughly 10 to
-    >130 PVS on the CSO rating slice and a few to ~40 on the BG slice (PAPER.md).
+    >130 PVS on the CSO rating slice and a few to ~40 on the BG slice (docs/reference/paper.md).
     """
 
     cso_base: float = 3.1
@@ -79,6 +79,7 @@ class SubjectResult:
     # hard profile only: label_exact (the truth; `label` is then the annotator's), confounder_map (bit
     # field, hard.CONFOUNDER_BITS), noise_free (the acquisition without noise) and clean (before k-space)
     hard: dict = field(default_factory=dict)
+    noise_free: np.ndarray | None = None  # the acquired image without noise (in memory only; calibration)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -275,6 +276,7 @@ def simulate_subject(spec: SubjectSpec, profile: Profile | str = "demo", contras
         sigma = scale * contrast.wm / profile.snr
         image = add_rician_noise(clean * bias * scale, sigma, r_acq)
         label = (scene.pvs_frac >= profile.label_threshold).astype(np.uint8)
+        noise_free = (clean * bias * scale).astype(np.float32)
     else:
         # PVS may overlap a WMH or lacune here: the confounder keeps only the room the PVS leaves
         pf = scene.pvs_frac
@@ -311,23 +313,26 @@ def simulate_subject(spec: SubjectSpec, profile: Profile | str = "demo", contras
         details.update(_hard_details(hp, profile, snr_acq, acq_info, ann_info, pvs, scene, hard_out))
     return SubjectResult(spec=spec, image=image, label=label, regions=regions, rating_slices=rating,
                          true_counts=truth, rater_counts=raters, grid=grid, pvs_frac=scene.pvs_frac,
-                         conf_frac=scene.conf_frac, pvs=pvs, confounders=conf, details=details, hard=hard_out)
+                         conf_frac=scene.conf_frac, pvs=pvs, confounders=conf, details=details, hard=hard_out,
+                         noise_free=noise_free)
 
 
 def _place_pvs_hard(scene, rng: np.random.Generator, hp: HardParams, pvs_params: PVSParams, contrast: Contrast,
                     jobs: list) -> list[PVSRecord]:
     """Hard profile: per region, a `touching_fraction` share of the PVS is seeded in or next to a WMH or
-    lacune (overlap with confounders allowed), the rest as usual (no overlap)."""
+    lacune (overlap with confounders allowed), the rest as usual (no overlap). Seeding is a target: of the
+    labelled PVS, the share within one voxel of a WMH/lacune is measured (phantom_truth.json)."""
     bits = scene.conf_bits & (CONFOUNDER_BITS["wmh"] | CONFOUNDER_BITS["lacune"])
     ring = ndimage.binary_dilation(bits > 0, iterations=1)
     out: list[PVSRecord] = []
     for region, n, cand, weights, band, direction, allowed in jobs:
         n_touch = int(round(hp.touching_fraction * n))
         touch_cand = np.argwhere(ring & band)
-        out += place_pvs(scene, rng, region, n_touch, touch_cand, np.ones(len(touch_cand)), direction, pvs_params,
-                         contrast, allowed, hard=hp, at_confounder=True)
-        out += place_pvs(scene, rng, region, n - n_touch, cand, weights, direction, pvs_params, contrast, allowed,
-                         hard=hp)
+        touching = place_pvs(scene, rng, region, n_touch, touch_cand, np.ones(len(touch_cand)), direction,
+                             pvs_params, contrast, allowed, hard=hp, at_confounder=True)
+        # where the few WMH/lacunes have no room left, the PVS are placed elsewhere (the burden stays)
+        out += touching + place_pvs(scene, rng, region, n - len(touching), cand, weights, direction, pvs_params,
+                                    contrast, allowed, hard=hp)
     return out
 
 

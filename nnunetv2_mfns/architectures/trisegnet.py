@@ -3,7 +3,7 @@
 Source and identity. The only public brain-MRI network named TriSegNet is chenypic/TriSegNet
 ("TriSegNet: Trilateral Segmentation Network for Brain Tumor Segmentation", TriSegNet.py@54673f8), a 3D
 BraTS model; no paper text, venue or authors were found, so that it is the network Cai et al. compared
-against is likely but **unverified** (research notes: /work/shared/BASELINES.md section 2). This module is
+against is likely but **unverified** (research notes: docs/reference/baselines_research.md section 2). This module is
 our own 2D re-implementation of that code's layout, not a copy; docs/baselines.md lists every deviation.
 
 Layout (level i = plan stage i; level 0 = full resolution for the usual stride [1, 1]; d = n_levels - 1):

@@ -49,6 +49,8 @@ class CompareConfig:
     demo: bool = False
     n_groups: int = 5
     env: dict = field(default_factory=dict)
+    seeds: int = 1                           # --seeds K: every method x fold trained K times (seeds.py)
+    training_seed: Optional[int] = None      # set on the per-seed copies of the configuration only
 
     @property
     def raw_root(self) -> Path:
@@ -97,7 +99,7 @@ def planner_env(env: dict) -> dict:
 def child_env(base: dict, workdir: Path, device: str, demo: bool) -> dict:
     """Environment for the children. nnU-Net's three folders must be set (by the user, or by --demo to
     folders inside the workdir). On CPU the export/augmentation workers are kept to 1: nnU-Net's default of
-    8 export processes makes a 2-core machine 2-3x slower (DESIGN.md section 10)."""
+    8 export processes makes a 2-core machine 2-3x slower (docs/reference/design.md section 10)."""
     env = dict(base)
     if demo:
         for var in NNUNET_DIRS:

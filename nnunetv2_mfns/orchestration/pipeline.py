@@ -1,4 +1,4 @@
-"""The head-to-head pipeline (DESIGN.md section 8) as a list of stock console-script steps.
+"""The head-to-head pipeline (docs/reference/design.md section 8) as a list of stock console-script steps.
 
 phantom (optional, `mfns-make-phantom`) -> splits (`mfns-make-splits`) -> `nnUNetv2_plan_and_preprocess`
 -> per method x fold: `nnUNetv2_train` (with `--c` when an unfinished checkpoint exists) and
@@ -37,6 +37,7 @@ from nnunetv2_mfns.orchestration.layout import DatasetLayout, check_before_work
 from nnunetv2_mfns.orchestration.methods import Method
 from nnunetv2_mfns.orchestration.provenance import build_provenance, check_tta_possible
 from nnunetv2_mfns.orchestration.scheduling import run_jobs
+from nnunetv2_mfns.orchestration.seeds import seed_configs
 from nnunetv2_mfns.orchestration.state import CompareState
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,23 @@ class Pipeline:
         self.raw, self.pre, self.results = self.layout.raw, self.layout.pre, self.layout.results
         self.state: Optional[CompareState] = None
         self.ran_model_steps = False
+        self._seed_pipes: Optional[list["Pipeline"]] = None
         check_before_work(cfg, self.layout)
+
+    def seed_pipelines(self) -> list["Pipeline"]:
+        """[self], or with --seeds K one pipeline per seed (its own results root and prediction folders,
+        orchestration/seeds.py), sharing this one's state file."""
+        if self.cfg.seeds == 1 or self.cfg.training_seed is not None:
+            return [self]
+        if self._seed_pipes is None:
+            self._seed_pipes = [Pipeline(c, self.out) for c in seed_configs(self.cfg)]
+        for p in self._seed_pipes:
+            p.state = self.state
+        return self._seed_pipes
+
+    def tag(self, m: Method, fold: int) -> str:
+        seed = self.cfg.training_seed
+        return f"{m.name}_fold{fold}" + ("" if seed is None else f"_seed{seed}")
 
     # ---------- commands (kept here for the SLURM writer and the tests) ----------
     def train_cmd(self, m: Method, fold: int, resume: bool) -> list[str]:
@@ -66,7 +83,7 @@ class Pipeline:
         return self.commands.predict(m, fold)
 
     def report_cmd(self) -> list[str]:
-        return self.commands.report()
+        return self.commands.report([p.layout for p in self.seed_pipelines()])
 
     def dry_run(self, stage: str = "all") -> list[str]:
         """Every command this call would run, as shell lines (comments for skipped steps and notes)."""
@@ -148,7 +165,7 @@ class Pipeline:
         """Makes the model folder fit the current fold lists: a model trained on other lists (or of unknown
         lists, or any model under --overwrite) is moved aside, never reused; then the lists are recorded
         beside it. Returns the model's digest record."""
-        tag = f"{m.name}_fold{fold}"
+        tag = self.tag(m, fold)
         folder = self.layout.model_folder(m, fold)
         lists = fold_lists(self.layout, fold)
         digest = split_digest(lists)
@@ -167,7 +184,7 @@ class Pipeline:
                                     self.layout.test_cases(fold), FILE_ENDING)
 
     def train_and_predict(self, m: Method, fold: int, env: Optional[dict] = None) -> None:
-        tag = f"{m.name}_fold{fold}"
+        tag = self.tag(m, fold)
         model_doc = self.reconcile_model(m, fold)
         folder = self.layout.model_folder(m, fold)
         status = self.train_status(m, fold)
@@ -208,8 +225,11 @@ class Pipeline:
                                          self.layout.model_folder(m, fold), self.cfg.checkpoint_file)
 
     def train_all(self) -> None:
-        jobs = [(m, f) for m in self.cfg.methods for f in self.cfg.folds]
-        run_jobs(jobs, lambda m, f, env: self.train_and_predict(m, f, env=env), self.cfg.gpus, self.cfg.env, self.out)
+        """Every method x fold (x seed, one seed after the other)."""
+        for p in self.seed_pipelines():
+            jobs = [(m, f) for m in p.cfg.methods for f in p.cfg.folds]
+            run_jobs(jobs, lambda m, f, env, p=p: p.train_and_predict(m, f, env=env), p.cfg.gpus, p.cfg.env, p.out)
+            self.ran_model_steps |= p.ran_model_steps
 
     def provenance(self) -> dict:
         return build_provenance(self)
@@ -234,7 +254,8 @@ class Pipeline:
         self.state.start_run({
             "argv": shlex.join(argv), "stage": stage, "methods": [m.__dict__ for m in c.methods], "budget": c.budget,
             "folds": c.folds, "device": c.device, "gpus": c.gpus, "checkpoint": c.checkpoint_file, "tta": c.tta,
-            "seeds": {"phantom": c.seed if c.phantom else None, "splits": c.seed, "report": c.seed},
+            "seeds": {"phantom": c.seed if c.phantom else None, "splits": c.seed, "report": c.seed,
+                      "training": list(range(c.seeds)) if c.seeds > 1 else None},
             "phantom": {"n_subjects": c.n_subjects, "profile": c.profile, "seed": c.seed} if c.phantom else None,
             "env": {k: c.env[k] for k in NNUNET_DIRS + ("nnUNet_def_n_proc", "nnUNet_n_proc_DA") if k in c.env},
         })
