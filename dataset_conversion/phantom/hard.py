@@ -49,7 +49,10 @@ class HardParams:
     motion_sd_mm: tuple[float, float] = (0.0, 0.4)  # per-subject SD of the shot displacements, uniform range
     echo_train_length: int = 16  # k-space lines per shot (interleaved TSE segments)
     # PVS
-    touching_fraction: float = 0.3  # share of PVS seeded next to a WMH or lacune (overlap allowed)
+    # share of PVS seeded in/next to a WMH or lacune (overlap allowed); some land where only the other
+    # end touches, or fail for lack of room next to the few WMH of a young subject and are placed elsewhere;
+    # measured share of labelled PVS touching a WMH/lacune: docs/phantom.md (hard profile)
+    touching_fraction: float = 0.45
     enlarged_fraction: float = 0.08  # share of PVS that are enlarged: width uniform in enlarged_width_mm
     enlarged_width_mm: tuple[float, float] = (2.0, 4.0)
     # confounders
