@@ -114,10 +114,12 @@ def budget_note(budget_names: list[str]) -> str:
             "*still rising* when the mean of its last quarter of points (at least 2) exceeds that of the quarter "
             "before by more than 0.02. nnU-Net picks checkpoint_best.pth on its EMA pseudo-Dice. Budgets `ci` and "
             "`demo` only check the pipeline.")
-    if "study" in set(budget_names):
-        # issue 22: a flat curve under an annealed schedule says nothing about convergence
-        text += (f" **Budget `study` is an {BUDGETS['study'].description}**: its learning rate is annealed to "
-                 "near zero over the last curve points, so *flat* here means the schedule ended, not that the method "
-                 "converged; these numbers compare methods at equal, short training (the key is still `study` so "
-                 "that committed results reproduce).")
+    for name in dict.fromkeys(budget_names):
+        description = BUDGETS[name].description if name in BUDGETS else ""
+        if description.startswith("annealed"):
+            # issue 22: a flat curve under an annealed schedule says nothing about convergence
+            text += (f" **Budget `{name}` is an {description}**: its learning rate is annealed to near zero over "
+                     "the last curve points, so *flat* here means the schedule ended, not that the method converged; "
+                     "these numbers compare methods at an equal, fixed budget"
+                     + (" (the key is still `study` so that committed results reproduce)." if name == "study" else "."))
     return text

@@ -33,6 +33,7 @@ from .failure_cases import FIGURE_FILE as FAILURE_FIGURE
 from .failure_cases import failure_panels, fig_failure_cases, pick_failure_cases
 from .lesion_matching import DEFAULT_LESION_RULE, DEFAULT_MIN_IOU
 from .metrics import check_folders, evaluate_folders
+from .seed_runs import evaluate_by_seed, first_seed, split_by_seed
 from .report_text import report_markdown
 from .size_detection import FIGURE_FILE as SIZE_FIGURE
 from .size_detection import SIZE_BINS, TABLE_FILE as SIZE_TABLE
@@ -163,16 +164,19 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
         check_fold_membership(pred_dirs, splits, str(splits_json))
     if dataset_dir is None:
         dataset_dir = Path(subjects_json).parent if subjects_json is not None else gt_dir.parent
-    check_folders(gt_dir, pred_dirs, allow_missing)
+    seed_groups = split_by_seed(pred_dirs)  # mfns-compare --seeds: one set of folders per training seed
+    for group in seed_groups.values():
+        check_folders(gt_dir, group, allow_missing)
     check_out_dir(out_dir, overwrite, REPORT_FILES)
     budgets, budget_known = read_budgets(provenance, list(pred_dirs))  # checks provenance["training"] early
 
     # metrics and counts read every input file; out_dir is created only after they succeeded
-    metrics = evaluate_folders(gt_dir, pred_dirs, case_to_fold, allow_missing=allow_missing,
-                               compute_hd95=compute_hd95, connectivity=connectivity, num_workers=num_workers,
-                               lesion_rule=lesion_rule, min_iou=min_iou)
+    metrics = evaluate_by_seed(seed_groups, lambda group: evaluate_folders(
+        gt_dir, group, case_to_fold, allow_missing=allow_missing, compute_hd95=compute_hd95,
+        connectivity=connectivity, num_workers=num_workers, lesion_rule=lesion_rule, min_iou=min_iou))
+    picture_dirs = first_seed(seed_groups)  # counts and pictures: the first seed's predictions
     if subjects is not None:
-        counts = count_folders(subjects, dataset_dir, pred_dirs, gt_dir, count_connectivity, min_size,
+        counts = count_folders(subjects, dataset_dir, picture_dirs, gt_dir, count_connectivity, min_size,
                                allow_missing=allow_missing, cases=sorted(set(metrics["case"])), auto_slices=auto_slices)
     else:
         counts = pd.DataFrame(columns=COUNT_COLUMNS)
@@ -184,7 +188,7 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
             read_image(ip, role="T2w image")
     out_dir = prepare_out_dir(out_dir, overwrite, REPORT_FILES)
     missing = metrics.attrs.get("missing", {})
-    pred_files = prediction_files(pred_dirs)
+    pred_files = prediction_files(picture_dirs)
     methods = method_order(metrics, reference_method)
     summary, tests = write_metric_tables(out_dir, metrics, reference_method, n_boot, seed)
     size_section = write_size_detection(out_dir, metrics, methods, reference_method, n_boot, seed)

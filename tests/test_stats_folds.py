@@ -131,3 +131,4 @@ def test_study_budget_is_named_an_annealed_500_iteration_budget_wherever_it_is_d
     note = budget_note(["study", "demo"])
     assert "annealed 500-iteration budget" in note and "not that the method converged" in note
     assert "annealed" not in budget_note(["full"])    # only a report made with that budget says it
+    assert "Budget `long` is an annealed 2000-iteration budget" in budget_note(["long"])

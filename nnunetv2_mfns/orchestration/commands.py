@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nnunetv2_mfns.orchestration.config import CompareConfig, exe
 from nnunetv2_mfns.orchestration.layout import SPLITS_FILE, DatasetLayout
-from nnunetv2_mfns.orchestration.methods import Method
+from nnunetv2_mfns.orchestration.methods import DEFAULT_PLANS, PLANNER_OF_PLANS, Method
 
 
 class Commands:
@@ -29,9 +29,22 @@ class Commands:
         return [exe("nnUNetv2_plan_and_preprocess"), "-d", self.layout.dataset_id, "-c", *self.cfg.configurations,
                 "--verify_dataset_integrity", "-np", "1"]
 
+    def plan_experiment(self, plans: str) -> list[str]:
+        """A second plans file (ResEnc-M) over the already fingerprinted dataset; its 3d_fullres reuses the
+        preprocessed nnUNetPlans_3d_fullres data, so no preprocessing (issue 23)."""
+        return [exe("nnUNetv2_plan_experiment"), "-d", self.layout.dataset_id, "-pl", PLANNER_OF_PLANS[plans]]
+
+    def non_learned(self, m: Method, fold: int) -> list[str]:
+        """A non-learned baseline (Frangi): tuned on the fold's training cases, predicts its test cases."""
+        import sys
+
+        lay = self.layout
+        return [sys.executable, "-m", "nnunetv2_mfns.cli.nonlearned_baseline", "--raw", str(lay.raw), "--fold",
+                str(fold), "--kind", m.non_learned, "--out", str(lay.prediction_dir(m, fold))]
+
     def train(self, m: Method, fold: int, resume: bool) -> list[str]:
         cmd = [exe("nnUNetv2_train"), self.layout.dataset_id, m.configuration, str(fold), "-tr", m.trainer,
-               "-device", self.cfg.device]
+               "-device", self.cfg.device] + (["-p", m.plans] if m.plans != DEFAULT_PLANS else [])
         return cmd + (["--c"] if resume else [])
 
     def predict(self, m: Method, fold: int) -> list[str]:
@@ -40,6 +53,7 @@ class Commands:
                "-d", lay.dataset_id, "-c", m.configuration, "-f", str(fold), "-tr", m.trainer,
                "-device", self.cfg.device]
         cmd += [] if self.cfg.tta else ["--disable_tta"]
+        cmd += ["-p", m.plans] if m.plans != DEFAULT_PLANS else []
         # always explicit: nnUNetv2_predict's own default is checkpoint_final.pth
         cmd += ["-chk", self.cfg.checkpoint_file]
         return cmd + ["-npp", "1", "-nps", "1"]
@@ -49,10 +63,14 @@ class Commands:
         names = [m.name for m in self.cfg.methods]
         return "MfNS_De" if "MfNS_De" in names else names[0]
 
-    def report(self) -> list[str]:
+    def report(self, layouts: list[DatasetLayout] | None = None) -> list[str]:
+        """mfns-report over every method x fold (x seed: one layout per seed with --seeds)."""
         lay = self.layout
-        cmd = [exe("mfns-report"), "--gt", str(lay.raw / "labelsTr"), "--pred"]
-        cmd += [f"{m.name}={lay.prediction_dir(m, f)}" for m in self.cfg.methods for f in self.cfg.folds]
+        # hard phantom: labelsTr holds annotator-style training labels, labels_exact the truth that is scored
+        truth = lay.raw / "labels_exact" if (lay.raw / "labels_exact").is_dir() else lay.raw / "labelsTr"
+        cmd = [exe("mfns-report"), "--gt", str(truth), "--pred"]
+        cmd += [f"{m.name}={s.prediction_dir(m, f)}" for m in self.cfg.methods for s in (layouts or [lay])
+                for f in self.cfg.folds]
         cmd += ["--subjects", str(lay.raw / "subjects.json"), "--splits", str(lay.raw / SPLITS_FILE),
                 "--out", str(lay.workdir / "report"), "--reference", self.reference, "--seed", str(self.cfg.seed),
                 "--provenance", str(lay.workdir / "provenance.json"), "--overwrite"]

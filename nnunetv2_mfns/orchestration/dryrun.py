@@ -6,8 +6,10 @@ import os
 import shlex
 from typing import TYPE_CHECKING
 
+from nnunetv2_mfns.orchestration.methods import DEFAULT_PLANS
 from nnunetv2_mfns.orchestration.config import CPU_ENV_DEFAULTS, FILE_ENDING, NNUNET_DIRS
 from nnunetv2_mfns.orchestration.digests import DIGEST_FILE, fold_lists, has_model, model_mismatch, split_digest
+from nnunetv2_mfns.orchestration.seeds import SEED_ENV, env_prefix
 
 if TYPE_CHECKING:  # the pipeline imports this module
     from nnunetv2_mfns.orchestration.pipeline import Pipeline
@@ -24,6 +26,9 @@ def dry_run_lines(pipe: "Pipeline", stage: str = "all") -> list[str]:
         lines.append(("# skip (dataset exists): " if lay.phantom_done() else "") + shlex.join(cmds.phantom()))
     lines.append(("# skip (splits exist): " if lay.splits_done() else "") + shlex.join(cmds.splits()))
     lines.append(("# skip (preprocessed): " if lay.plan_done() else "") + shlex.join(cmds.plan()))
+    for plans in sorted({m.plans for m in c.methods if m.plans != DEFAULT_PLANS and not m.non_learned}):
+        lines.append(("# skip (plans exist): " if (pipe.pre / f"{plans}.json").is_file() else "")
+                     + shlex.join(cmds.plan_experiment(plans)))
     splits = lay.planned_splits()
     for fold in c.folds:
         d = lay.test_input_dir(fold)
@@ -37,15 +42,21 @@ def dry_run_lines(pipe: "Pipeline", stage: str = "all") -> list[str]:
                 lines.append(shlex.join(["ln", "-sfn", str(src), str(d / src.name)]))
     if stage == "prepare":
         return lines
-    for m in c.methods:
-        for fold in c.folds:
-            lines += _model_lines(pipe, m, fold, splits)
+    for p in pipe.seed_pipelines():
+        if p.cfg.training_seed is not None:
+            lines.append(f"# seed {p.cfg.training_seed} of {c.seeds}: its own nnUNet_results "
+                         f"({p.cfg.env['nnUNet_results']}), {SEED_ENV}={p.cfg.training_seed} for every child")
+        for m in c.methods:
+            for fold in c.folds:
+                lines += _model_lines(p, m, fold, splits)
     lines.append(f"# {lay.workdir / 'provenance.json'} is written by mfns-compare (commands, seeds, versions, timings)")
-    lines.append(shlex.join(cmds.report()))
+    lines.append(shlex.join(pipe.report_cmd()))
     return lines
 
 
 def _model_lines(pipe: "Pipeline", m, fold: int, splits) -> list[str]:
+    if m.non_learned:  # no training: tuned on the fold's training cases and predicted in one step
+        return [shlex.join(pipe.commands.non_learned(m, fold))]
     lay, cmds = pipe.layout, pipe.commands
     folder = lay.model_folder(m, fold)
     lines = []
@@ -58,10 +69,11 @@ def _model_lines(pipe: "Pipeline", m, fold: int, splits) -> list[str]:
             lines.append(f"# {why}: mfns-compare moves it to {folder.parent / 'mfns_stale'}/ and retrains")
             status = "none"
     lines.append(f"# mfns-compare records the fold's lists in {folder / DIGEST_FILE}")
+    env = env_prefix(pipe.cfg)
     lines.append(("# skip (checkpoint_final.pth exists): " if status == "final" else "")
-                 + shlex.join(cmds.train(m, fold, resume=status == "latest")))
+                 + shlex.join(env + cmds.train(m, fold, resume=status == "latest")))
     done = status == "final" and splits is not None and _all_predicted(pipe, m, fold, splits)
-    lines.append(("# skip (predictions exist): " if done else "") + shlex.join(cmds.predict(m, fold)))
+    lines.append(("# skip (predictions exist): " if done else "") + shlex.join(env + cmds.predict(m, fold)))
     return lines
 
 

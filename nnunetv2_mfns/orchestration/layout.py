@@ -75,6 +75,8 @@ class DatasetLayout:
     def prediction_dir(self, m: Method, fold: int) -> Path:
         # predictions of the two checkpoints live apart, so switching --checkpoint never mixes them
         top = "predictions" if self.cfg.checkpoint == "final" else f"predictions_{self.cfg.checkpoint}"
+        if self.cfg.training_seed is not None:  # --seeds: the report reads the seed from this folder name
+            return self.workdir / top / m.name / f"seed_{self.cfg.training_seed}" / f"fold_{fold}"
         return self.workdir / top / m.name / f"fold_{fold}"
 
     # ---------- splits and cases ----------
@@ -124,6 +126,8 @@ class DatasetLayout:
 def check_before_work(cfg: CompareConfig, layout: DatasetLayout) -> None:
     """Refuses bad options, a workdir of another dataset, a phantom folder that is not the phantom asked
     for, splits of another seed and test-time augmentation that nnU-Net would silently skip."""
+    if cfg.seeds < 1:
+        raise MfnsInputError(f"--seeds must be >= 1, got {cfg.seeds}")
     bad = [f for f in cfg.folds if not 0 <= f < cfg.n_groups]
     if not cfg.folds or bad:
         raise MfnsInputError(f"--folds: every fold must be in 0..{cfg.n_groups - 1}, got {cfg.folds}")

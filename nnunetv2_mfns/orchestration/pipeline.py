@@ -34,7 +34,7 @@ from nnunetv2_mfns.orchestration.digests import (fold_lists, has_model, model_mi
                                                  write_model_digest)
 from nnunetv2_mfns.orchestration.dryrun import dry_run_lines
 from nnunetv2_mfns.orchestration.layout import DatasetLayout, check_before_work
-from nnunetv2_mfns.orchestration.methods import Method
+from nnunetv2_mfns.orchestration.methods import DEFAULT_PLANS, Method
 from nnunetv2_mfns.orchestration.provenance import build_provenance, check_tta_possible
 from nnunetv2_mfns.orchestration.scheduling import run_jobs
 from nnunetv2_mfns.orchestration.seeds import seed_configs
@@ -141,6 +141,11 @@ class Pipeline:
         else:
             self.out(f"planning and preprocessing ({', '.join(self.cfg.configurations)})")
             self.run_step("plan_and_preprocess", "plan", cmds.plan(), env=planner_env(self.cfg.env))
+        for plans in sorted({m.plans for m in self.cfg.methods if m.plans != DEFAULT_PLANS and not m.non_learned}):
+            if (self.pre / f"{plans}.json").is_file() and not self.cfg.overwrite:
+                self.skip(f"plan_{plans}", "plan", f"{self.pre / (plans + '.json')} exists")
+            else:
+                self.run_step(f"plan_{plans}", "plan", cmds.plan_experiment(plans), env=planner_env(self.cfg.env))
         for fold in self.cfg.folds:
             self._link_test_inputs(fold)
 
@@ -183,7 +188,23 @@ class Pipeline:
         return predictions_complete(self.layout.prediction_dir(m, fold), model_doc, self.cfg.checkpoint_file,
                                     self.layout.test_cases(fold), FILE_ENDING)
 
+    def run_non_learned(self, m: Method, fold: int, env: Optional[dict] = None) -> None:
+        """A non-learned baseline: tuned on the fold's training cases and applied to its test cases in one step;
+        skipped when its prediction folder holds every test case for the current fold lists."""
+        from nnunetv2_mfns.cli.nonlearned_baseline import predictions_done
+
+        tag = f"{m.name}_fold{fold}"
+        pred = self.layout.prediction_dir(m, fold)
+        if not self.cfg.overwrite and predictions_done(pred, fold_lists(self.layout, fold), m.non_learned):
+            self.skip(f"nonlearned_{tag}", "predict", f"{pred} holds all test cases for the current fold lists",
+                      method=m.name, fold=fold)
+            return
+        self.run_step(f"nonlearned_{tag}", "predict", self.commands.non_learned(m, fold), env, method=m.name, fold=fold)
+        self.ran_model_steps = True
+
     def train_and_predict(self, m: Method, fold: int, env: Optional[dict] = None) -> None:
+        if m.non_learned:
+            return self.run_non_learned(m, fold, env)
         tag = self.tag(m, fold)
         model_doc = self.reconcile_model(m, fold)
         folder = self.layout.model_folder(m, fold)

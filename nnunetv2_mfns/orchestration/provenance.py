@@ -77,8 +77,9 @@ def training_section(pipe: "Pipeline") -> dict:
 
     c = pipe.cfg
     out = {}
+    pipes = pipe.seed_pipelines()
     for m in c.methods:
-        folders = [pipe.layout.model_folder(m, f) for f in c.folds]
+        folders = [p.layout.model_folder(m, f) for p in pipes for f in c.folds]
         records = [r for r in (trainer_record(d) for d in folders) if r is not None]
         epochs, iterations = _int_field(records, "num_epochs"), _int_field(records, "num_iterations_per_epoch")
         budget_ep, budget_it = _budget_schedule(c.budget)
@@ -93,6 +94,8 @@ def training_section(pipe: "Pipeline") -> dict:
             "test_time_augmentation": tta_description(c.tta, {mirroring_axes(r) for r in records} or {None}),
             "split_digests": {str(f): (read_digest(d) or {}).get("digest") for f, d in zip(c.folds, folders)},
         }
+        if c.seeds > 1:  # model_folders are seed-major: seed 0's folds, then seed 1's, ...
+            out[m.name]["training_seeds"] = list(range(c.seeds))
     return out
 
 
@@ -110,7 +113,7 @@ def budget_description(budget: str) -> str:
     extra = "" if b.validation_tta else ", no mirroring at nnU-Net's end-of-training validation"
     if b.curve_every:
         extra += f"; validation-group DSC recorded every {b.curve_every} epochs (learning_curve.csv)"
-    if budget == "study":  # issue 22: say what it is, an annealed budget (curves flatten by construction)
+    if b.description.startswith("annealed"):  # issue 22: say what it is (curves flatten by construction)
         extra += f"; {b.description}"
     return (f"{budget}: {b.epochs} epochs x {b.iterations} training iterations ({b.val_iterations} validation "
             f"iterations{extra}) for every method")
@@ -142,7 +145,9 @@ def build_provenance(pipe: "Pipeline") -> dict:
         "training": training,
         "folds": c.folds,
         "seeds": {"phantom": c.seed if c.phantom else None, "splits": c.seed, "report bootstrap": c.seed,
-                  "training": "nnU-Net default (not seeded by nnU-Net)"},
+                  "training": "nnU-Net default (not seeded by nnU-Net)" if c.seeds == 1 else
+                  f"{c.seeds} trainings per method x fold (seeds 0-{c.seeds - 1}: nnUNet_results/mfns_seeds/seed_k, "
+                  f"MFNS_TRAINING_SEED=k in the training environment; nnU-Net itself does not seed training)"},
         "test-time augmentation": tta[0] if len(tta) == 1 else
         "; ".join(f"{name}: {t['test_time_augmentation']}" for name, t in training.items()),
         "checkpoint used for testing": "checkpoint_final.pth (last epoch)" if c.checkpoint == "final" else
