@@ -259,9 +259,11 @@ def render_markdown(results: Dict[str, List[dict]], meta: dict) -> str:
              "Peak memory = growth of the process's maximum resident set during one forward+backward "
              "(`VmHWM` of /proc/self/status, fresh subprocess per model; `ru_maxrss` is not used because Linux carries the parent's value over into the child): activations, gradients and workspace, not the weights. "
              "MACs = forward multiply-accumulates at batch 1 (torch FlopCounterMode / 2).", "",
-             "MfNSDe runs with its defaults (`max_nested_stages=5`, `max_features=256`): it builds the first "
-             "min(n_stages, 5) plan stages with widths capped at 256 and one output per row; PlainConvUNet builds "
-             "the whole plan and has n_stages - 1 outputs.", ""]
+             "MfNSDe runs with its defaults, the faithful build since issue 22 (`max_nested_stages=5`, DNANet's "
+             "Res-CBAM encoder and nodes, widths min(plan, 16..256), DNANet's full-resolution side heads plus one "
+             "head per coarse row); MfNSDe_V1 is the pre-issue-22 build (plain encoder, conv -> CBAM nodes, widths "
+             "capped at 256, one output per row). PlainConvUNet builds the whole plan and has n_stages - 1 outputs.",
+             ""]
     for plan_name, rows in results.items():
         desc, kwargs, size = PLANS[plan_name]
         plain = next(r for r in rows if r["model"] == "PlainConvUNet")

@@ -42,9 +42,10 @@ outputs equal to 1e-15; the rows below are what that test has to encode or confi
 The v1 build (``V1_BUILD``; trainer ``nnUNetTrainerMfNSDe_V1``; every MfNS_De result committed before issue 22)
 is nnU-Net's PlainConvEncoder (strided convs, no attention), conv block -> CBAM nodes without shortcut, plan
 widths capped at 256 ([32, 64, 128, 256, 256]), adaptive-max-pool Down and align_corners=False Up, and one head
-per row (the fused output and X(i, L-1-i)). On the study plan (5 rows, 4 x 128 x 112 batch, one CPU thread)
-the faithful build has 4.7 M parameters against v1's 6.8 M and runs a training step in about 0.4x v1's time
-(one side-by-side run, benchmarks/bench_network.py).
+per row (the fused output and X(i, L-1-i)). Side by side on one CPU thread (docs/results/network_benchmark_faithful.md,
+batch 2): the faithful build has 4.7 M parameters against v1's 6.8 M, 0.36x its forward MACs, 0.52-0.58x its
+CPU time per forward+backward and 0.72x its activation memory; against nnU-Net's PlainConvUNet on the same plan
+1.7-2.2x the CPU time and 2.0-2.6x the memory.
 
 Cap and what happens to the deeper plan stages. The node count grows quadratically with depth and the
 nested nodes run at every resolution, so the cost explodes with the plan's 7 stages and 512 features
