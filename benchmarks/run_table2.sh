@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Issue 23: the paper's Table 2 in full on the `hard` phantom -- eight methods x five folds of 20 subjects,
+# identical folds, one resumable mfns-compare call (rerun the same line after an interruption: finished
+# trainings/predictions are skipped, interrupted trainings continue from checkpoint_latest.pth).
+#
+#   benchmarks/run_table2.sh /work/table2            # CPU (default), or: DEVICE=cuda benchmarks/run_table2.sh DIR
+#
+# Methods: MfNS_De (the paper's network; the lead adjusts the name to the faithful trainer of issue 22),
+# UNet2D (paper recipe), IAANet, TriSegNet, stock nnU-Net 2d and 3d_fullres, ResEnc-M 3d_fullres
+# (nnUNetPlannerResEncM / nnUNetResEncUNetMPlans) and the non-learned Frangi baseline (tuned on each fold's
+# training cases only). Truth for scoring: the phantom's exact labels (labels_exact/); training labels: the
+# annotator-style labelsTr. The report has the fold-level statistics, the confounder false-positive table and
+# ICC / relative count error next to Spearman.
+#
+# Budget (TABLE2_BUDGET, default `study`: 500 annealed iterations per training, 20 x 25). Estimated CPU cost
+# on one core of the 2-core box, from the study profile's measured seconds per iteration (docs/phantom.md:
+# MfNS_De 2d 2.9 s, stock 2d 6.2 s, stock 3d_fullres 16.7 s at 28 x 128 x 112) scaled by the hard profile's
+# 1.14x larger slices, not measured on `hard`: per fold MfNS_De ~0.5 h, UNet2D/IAANet/TriSegNet ~0.3-0.5 h
+# each, stock 2d ~1 h, stock 3d_fullres ~2.7 h, ResEnc-M 3d_fullres ~4-5 h (more convolutions per stage),
+# Frangi ~0.1 h; about 10 h per fold, ~50 CPU hours for the five folds (two queues: see run_study.sh for
+# running one method x fold per workdir in parallel). On one GPU the whole table is about an hour.
+set -u
+if [ $# -ne 1 ]; then
+  echo "usage: $0 TABLE2_DIR   (holds raw/, preprocessed/, results/ and the workdir)" >&2
+  exit 2
+fi
+dir=$(realpath -m "$1")
+export nnUNet_raw=$dir/raw nnUNet_preprocessed=$dir/preprocessed nnUNet_results=$dir/results
+export OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} \
+       nnUNet_def_n_proc=${nnUNet_def_n_proc:-1} nnUNet_compile=false
+mfns_compare=$(command -v mfns-compare || echo "$(dirname "$(realpath "$0")")/../.venv/bin/mfns-compare")
+methods=${TABLE2_METHODS:-MfNS_De,UNet2D,IAANet,TriSegNet,nnUNet_2d,nnUNet_3d,ResEncM_3d,Frangi}
+exec "$mfns_compare" --phantom --profile hard --n-subjects 20 --phantom-id 623 --phantom-name PVSHard --seed 0 \
+    --budget "${TABLE2_BUDGET:-study}" --device "${DEVICE:-cpu}" --methods "$methods" --folds 0,1,2,3,4 \
+    --workdir "$dir/work"
