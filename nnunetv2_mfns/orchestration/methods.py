@@ -24,6 +24,17 @@ NAMED_METHODS: dict[str, tuple[str, str]] = {
     "IAANet": ("2d", "nnUNetTrainerIAANet"),
     "TriSegNet": ("2d", "nnUNetTrainerTriSegNet"),
 }
+# Methods that are not the default nnUNetPlans (issue 23). ResEnc-M: nnU-Net's recommended Residual Encoder
+# preset (nnunetv2 >= 2.4): its own plans file, written by `nnUNetv2_plan_experiment -pl nnUNetPlannerResEncM`,
+# whose 3d_fullres reuses the preprocessed nnUNetPlans_3d_fullres data; trained by the stock trainer with `-p`.
+PLANS_METHODS: dict[str, tuple[str, str, str]] = {
+    "ResEncM_3d": ("3d_fullres", "nnUNetTrainer", "nnUNetResEncUNetMPlans"),
+}
+PLANNER_OF_PLANS = {"nnUNetResEncUNetMPlans": "nnUNetPlannerResEncM"}
+DEFAULT_PLANS = "nnUNetPlans"
+# Non-learned baselines: no training; parameters tuned on each fold's training cases, predictions written like
+# a method's (nnunetv2_mfns/cli/nonlearned_baseline.py). name -> detector kind (evaluation/detectors.py)
+NON_LEARNED_METHODS: dict[str, str] = {"Frangi": "frangi", "LocalContrast": "local_contrast"}
 CONFIGURATIONS = ("2d", "3d_fullres")
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -35,11 +46,13 @@ class Method:
     configuration: str
     base_trainer: str
     trainer: str
+    plans: str = DEFAULT_PLANS
+    non_learned: Optional[str] = None  # detector kind of a non-learned baseline (no nnU-Net training)
 
     @property
     def results_subfolder(self) -> str:
         """nnU-Net's model folder name inside $nnUNet_results/DatasetXXX_Name."""
-        return f"{self.trainer}__nnUNetPlans__{self.configuration}"
+        return f"{self.trainer}__{self.plans}__{self.configuration}"
 
 
 def budgeted_trainer(base_trainer: str, budget: str) -> str:
@@ -88,14 +101,24 @@ def resolve_methods(specs: list[str], budget: str,
         raise MfnsInputError("--methods: at least one method is needed")
     methods: list[Method] = []
     for spec in specs:
-        name, conf, base = parse_method_spec(spec)
+        spec = spec.strip()
+        if spec in NON_LEARNED_METHODS:  # no trainer, no configuration of its own (reads the raw images)
+            if any(m.name == spec for m in methods):
+                raise MfnsInputError(f"--methods: {spec!r} is given twice")
+            methods.append(Method(spec, "none", "none", "none", non_learned=NON_LEARNED_METHODS[spec]))
+            continue
+        if spec in PLANS_METHODS:
+            conf, base, plans = PLANS_METHODS[spec]
+            name = spec
+        else:
+            (name, conf, base), plans = parse_method_spec(spec), DEFAULT_PLANS
         if any(m.name == name for m in methods):
             raise MfnsInputError(f"--methods: {name!r} is given twice")
         trainer = budgeted_trainer(base, budget)
-        if any(m.trainer == trainer and m.configuration == conf for m in methods):
+        if any(m.trainer == trainer and m.configuration == conf and m.plans == plans for m in methods):
             raise MfnsInputError(f"--methods {spec!r}: trains the same model ({trainer}, {conf}) as another method")
-        methods.append(Method(name, conf, base, trainer))
-    unknown = [m for m in methods if find_class(m.trainer) is None]
+        methods.append(Method(name, conf, base, trainer, plans))
+    unknown = [m for m in methods if m.non_learned is None and find_class(m.trainer) is None]
     if unknown:
         m = unknown[0]
         hint = "" if m.base_trainer == m.trainer or find_class(m.base_trainer) is None else \

@@ -1,0 +1,115 @@
+"""Issue 23's methods in mfns-compare: ResEnc-M 3d_fullres (its own plans file, `-p` on train/predict) and the
+non-learned Frangi baseline (tuned on each fold's training cases, predictions written like a method's), the
+hard phantom's exact labels as the report's truth, and one end-to-end run with the `ci` budget (~2-3 min)."""
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tiny_dataset import make_tiny_dataset, nnunet_env
+
+from nnunetv2_mfns.cli.compare import main
+from nnunetv2_mfns.cli.nonlearned_baseline import RECORD, predictions_done
+from nnunetv2_mfns.cli.nonlearned_baseline import main as nonlearned_main
+from nnunetv2_mfns.orchestration.methods import resolve_methods
+from nnunetv2_mfns.orchestration.state import STATE_FILE
+
+BIN = Path(sys.executable).parent
+AGES = [45.0, 52.0, 58.0, 61.0, 64.0, 67.0, 70.0, 77.0]
+
+
+@pytest.fixture
+def nnunet_dirs(tmp_path, monkeypatch):
+    env = nnunet_env(tmp_path)
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(var, env[var])
+    return env
+
+
+def _tiny(raw_root: Path) -> Path:
+    base, name = make_tiny_dataset(raw_root, dataset_id=990, n_train=len(AGES), n_test=0, seed=1)
+    subjects = {"schema": "nnunetv2_mfns.subjects/1", "dataset_name": name,
+                "subjects": {f"tiny_{i:03d}": {"subject": f"sub-{i:03d}", "age": a, "sex": "FM"[i % 2], "set": "train"}
+                             for i, a in enumerate(AGES)}}
+    (base / "subjects.json").write_text(json.dumps(subjects))
+    return base
+
+
+def test_resenc_and_frangi_resolve():
+    ms = {m.name: m for m in resolve_methods(["ResEncM_3d", "Frangi", "nnUNet_3d"], "ci")}
+    r, f, n = ms["ResEncM_3d"], ms["Frangi"], ms["nnUNet_3d"]
+    assert (r.configuration, r.trainer, r.plans) == ("3d_fullres", "nnUNetTrainer_ci", "nnUNetResEncUNetMPlans")
+    assert r.results_subfolder == "nnUNetTrainer_ci__nnUNetResEncUNetMPlans__3d_fullres"
+    assert n.results_subfolder == "nnUNetTrainer_ci__nnUNetPlans__3d_fullres"  # same trainer, other plans: allowed
+    assert f.non_learned == "frangi" and f.configuration == "none"
+
+
+def test_dry_run_plans_resenc_and_runs_frangi_and_scores_exact_labels(tmp_path, nnunet_dirs, capsys):
+    raw = _tiny(Path(nnunet_dirs["nnUNet_raw"]))
+    (raw / "labels_exact").mkdir()  # a hard phantom: labelsTr = annotator style, labels_exact = truth
+    rc = main(["--dataset", "990", "--methods", "ResEncM_3d,Frangi", "--budget", "ci", "--folds", "0",
+               "--device", "cpu", "--workdir", str(tmp_path / "work"), "--dry-run"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    cmds = [shlex.split(x) for x in out.splitlines() if x.strip() and not x.startswith("#")]
+    tools = {Path(c[0]).name: c for c in cmds}
+    assert tools["nnUNetv2_plan_experiment"][-2:] == ["-pl", "nnUNetPlannerResEncM"]
+    plan = tools["nnUNetv2_plan_and_preprocess"]
+    assert plan[plan.index("-c") + 1] == "3d_fullres" and "2d" not in plan  # Frangi needs no plan
+    for tool in ("nnUNetv2_train", "nnUNetv2_predict"):
+        c = tools[tool]
+        assert c[c.index("-p") + 1] == "nnUNetResEncUNetMPlans"
+    frangi = next(c for c in cmds if "nnunetv2_mfns.cli.nonlearned_baseline" in c)
+    assert frangi[frangi.index("--kind") + 1] == "frangi" and frangi[frangi.index("--fold") + 1] == "0"
+    report = tools["mfns-report"]
+    assert report[report.index("--gt") + 1] == str(raw / "labels_exact")
+
+
+def test_nonlearned_baseline_bad_input_is_one_line(tmp_path, capsys):
+    assert nonlearned_main(["--raw", str(tmp_path), "--fold", "0", "--out", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "mfns_splits.json" in err[0] and not (tmp_path / "p").exists()
+
+
+def _run_steps(workdir):
+    doc = json.loads((workdir / STATE_FILE).read_text())
+    started = doc["runs"][-1]["started"]
+    return [s for s in doc["steps"] if (s.get("start") or s.get("at")) >= started]
+
+
+def test_end_to_end_resenc_and_frangi_ci_budget(tmp_path):
+    env = nnunet_env(tmp_path)
+    workdir = tmp_path / "work"
+    cmd = [str(BIN / "mfns-compare"), "--phantom", "--n-subjects", "5", "--profile", "demo", "--seed", "3",
+           "--methods", "ResEncM_3d,Frangi", "--budget", "ci", "--folds", "0", "--device", "cpu",
+           "--workdir", str(workdir)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ok = {s["name"] for s in _run_steps(workdir) if s.get("returncode") == 0}
+    assert {"plan_nnUNetResEncUNetMPlans", "train_ResEncM_3d_fold0", "predict_ResEncM_3d_fold0",
+            "nonlearned_Frangi_fold0", "report"} <= ok
+    ds = "Dataset501_PVSPhantom"
+    model = Path(env["nnUNet_results"]) / ds / "nnUNetTrainer_ci__nnUNetResEncUNetMPlans__3d_fullres" / "fold_0"
+    assert (model / "checkpoint_final.pth").is_file()
+    plans = json.loads((model.parent / "plans.json").read_text())
+    arch = plans["configurations"]["3d_fullres"]["architecture"]["network_class_name"]
+    assert arch.endswith("ResidualEncoderUNet")
+    pred = workdir / "predictions" / "Frangi" / "fold_0"
+    rec = json.loads((pred / RECORD).read_text())
+    assert rec["kind"] == "frangi" and not set(rec["test"]) & set(rec["train"])  # tuned on training cases only
+    assert np.isfinite(rec["params"]["threshold"]) and rec["params"]["sigmas_mm"]
+    splits = json.loads((Path(env["nnUNet_raw"]) / ds / "mfns_splits.json").read_text())
+    lists = {k: sorted(splits["folds"][0][k]) for k in ("train", "val", "test")}
+    assert predictions_done(pred, lists, "frangi")
+    text = (workdir / "report" / "report.md").read_text()
+    assert "ResEncM_3d" in text and "Frangi" in text and "ICC(2,1)" in text
+    # rerun: nothing is redone
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0
+    steps = {s["name"]: s for s in _run_steps(workdir)}
+    for name in ("plan_nnUNetResEncUNetMPlans", "train_ResEncM_3d_fold0", "nonlearned_Frangi_fold0"):
+        assert "skipped" in steps[name], name
