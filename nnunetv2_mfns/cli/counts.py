@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except MfnsInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    cols = ["region", "x", "y", "n", "spearman_rs", "spearman_p", "bias", "loa_low", "loa_high"]
+    cols = ["region", "x", "y", "n", "spearman_rs", "spearman_p", "icc_2_1", "rel_error", "bias", "loa_low", "loa_high"]
     print(corr[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {out / 'counts.csv'} and {out / 'correlations.csv'}")
     return 0
