@@ -174,7 +174,8 @@ def check_image_header(path: str | Path, role: str = "image", *, volume_index: i
                 hdr = type(img.header).from_fileobj(f, check=False)
     except Exception as e:  # nibabel raises several types (ImageFileError, HeaderDataError, OSError, EOFError)
         if path.name.lower().endswith(".nii.gz"):
-            _gzip_length(path, role)  # a stream broken inside the header: say truncated/corrupt, not "not NIfTI"
+            for _ in _chunks(path, role, compressed=True):  # a stream broken inside the header: say
+                pass                                           # truncated/corrupt, not "not a NIfTI"
         raise ImageCheckError(path, f"{role} is not a readable NIfTI ({_one_line(e)})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise ImageCheckError(path, f"{role} is not a readable NIfTI (nibabel reads it as {type(img).__name__})")
@@ -215,6 +216,11 @@ def check_image_header(path: str | Path, role: str = "image", *, volume_index: i
         raise ImageCheckError(path, f"{role} has voxel spacing {_fmt(pixdim)} mm in its header (pixdim); "
                                     f"every spacing must be positive and finite")
     _check_affines(path, role, hdr, shape[:3], min(pixdim))
+    slope, inter = float(hdr["scl_slope"]), float(hdr["scl_inter"])
+    if math.isinf(slope) or (slope != 0 and not math.isnan(slope) and math.isinf(inter)):
+        # slope 0 or NaN means "no scaling" in NIfTI; an infinite one turns every voxel into Inf/NaN
+        raise ImageCheckError(path, f"{role} has an infinite intensity scaling (scl_slope {slope:g}, "
+                                    f"scl_inter {inter:g})")
 
     offset = int(img.dataobj.offset)
     return ImageHeader(path=path, shape=shape, n_volumes=n_volumes, dtype=dtype,
@@ -260,37 +266,64 @@ def _is_scaled(img) -> bool:
 # ------------------------------------------------------------------------------------------ 3. data stream
 
 
-def check_data_stream(header: ImageHeader, role: str = "image") -> None:
-    """The file holds exactly the voxel bytes its header promises; a `.nii.gz` must decompress to its end
-    with a valid CRC and length (streamed in chunks, nothing kept in memory)."""
+def check_data_stream(header: ImageHeader, role: str = "image", volume_index: int | None = None) -> int:
+    """Reads the file once, in chunks (nothing kept): a `.nii.gz` must decompress to its end with a valid
+    end-of-stream marker, CRC and length (Python's gzip module checks them there), and the file must hold
+    exactly the voxel bytes its header promises. Returns the number of NaN/Inf voxels (of the selected
+    volume of a 4D file), counted on the stored float values in the same pass: ITK's NIfTI reader turns
+    NaN and Inf into 0, so its array never shows them (integer voxels are always finite)."""
     path = header.path
     need = header.data_offset + header.data_bytes
-    if header.compressed:
-        have = _gzip_length(path, role)
-        what = "decompressed file"
-    else:
-        have = path.stat().st_size
-        what = "file"
+    first, last = header.data_offset, need  # byte range whose voxels are counted
+    if volume_index is not None and header.n_volumes > 1:
+        volume_bytes = header.data_bytes // header.n_volumes  # NIfTI order: x fastest, t slowest
+        first, last = first + volume_index * volume_bytes, first + (volume_index + 1) * volume_bytes
+    counter = _NonFiniteCounter(header.dtype, first, last) if header.dtype.kind == "f" else None
+    have = 0
+    for chunk in _chunks(path, role, header.compressed):
+        if counter is not None:
+            counter.add(chunk, have)
+        have += len(chunk)
     if have != need:
         shape = "x".join(str(s) for s in header.shape)
+        what = "decompressed file" if header.compressed else "file"
         if have < need:
             raise ImageCheckError(path, f"{role} is truncated: the {what} has {have} bytes but its header "
                                         f"({shape} voxels of {header.dtype}) needs {need}")
         raise ImageCheckError(path, f"{role} has {have - need} bytes more than its header ({shape} voxels of "
                                     f"{header.dtype}) accounts for: wrong dimensions or data type in the header")
+    return counter.count if counter is not None else 0
 
 
-def _gzip_length(path: Path, role: str) -> int:
-    """Decompressed length of a gzip file, read to its end: Python's gzip module checks the end-of-stream
-    marker, the CRC32 and the length of every member there and raises otherwise."""
-    have = 0
+class _NonFiniteCounter:
+    """Counts NaN/Inf among the voxels stored in bytes [first, last) of a stream seen chunk by chunk."""
+
+    def __init__(self, dtype: np.dtype, first: int, last: int) -> None:
+        self.dtype, self.first, self.last = dtype, first, last
+        self.carry = b""  # bytes of a voxel split between two chunks
+        self.count = 0
+
+    def add(self, chunk: bytes, start: int) -> None:
+        lo, hi = max(self.first - start, 0), min(self.last - start, len(chunk))
+        if lo >= hi:
+            return
+        buf = self.carry + chunk[lo:hi]
+        n = len(buf) // self.dtype.itemsize * self.dtype.itemsize
+        values = np.frombuffer(buf, dtype=self.dtype, count=n // self.dtype.itemsize)
+        self.count += int(values.size - np.count_nonzero(np.isfinite(values)))
+        self.carry = buf[n:]
+
+
+def _chunks(path: Path, role: str, compressed: bool):
+    """The (decompressed) bytes of a file in chunks; a gzip stream is read to its end, where Python's gzip
+    module checks the end-of-stream marker, the CRC32 and the length of every member."""
     try:
-        with gzip.open(path, "rb") as f:
+        with (gzip.open(path, "rb") if compressed else open(path, "rb")) as f:
             while True:
                 chunk = f.read(GZIP_CHUNK_BYTES)
                 if not chunk:
-                    break
-                have += len(chunk)
+                    return
+                yield chunk
     except EOFError:
         raise ImageCheckError(path, f"{role} is truncated: the gzip stream ends before its end-of-stream marker "
                                     f"(an interrupted copy or download?)") from None
@@ -300,24 +333,9 @@ def _gzip_length(path: Path, role: str) -> int:
         raise ImageCheckError(path, f"{role} is corrupt: invalid compressed data ({_one_line(e)})") from None
     except OSError as e:
         raise ImageCheckError(path, f"{role} cannot be read ({_one_line(e)})") from None
-    return have
 
 
 # ------------------------------------------------------------------------------------------ 4./5. values, ITK
-
-
-def count_non_finite(header: ImageHeader, volume_index: int | None = None) -> int:
-    """NaN/Inf voxels as stored (after scl_slope/scl_inter); 0 without reading for unscaled integer files.
-
-    Read with nibabel on purpose: ITK's NIfTI reader turns NaN and Inf into 0, so its array never shows them."""
-    if not (header.dtype.kind == "f" or header.scaled):
-        return 0
-    import nibabel as nib
-
-    img = nib.load(str(header.path))
-    data = img.dataobj[..., volume_index] if (volume_index is not None and header.n_volumes > 1) else img.dataobj
-    data = np.asanyarray(data)
-    return int(data.size - np.count_nonzero(np.isfinite(data)))
 
 
 def value_problem(array: np.ndarray, expect: Expect, role: str = "image") -> str | None:
@@ -358,8 +376,7 @@ def read_checked(path: str | Path, role: str = "image", expect: Expect = "image"
         raise ValueError(f"expect must be one of {EXPECTATIONS}, got {expect!r}")
     header = check_image_header(path, role, volume_index=volume_index, volume_hint=volume_hint)
     path = header.path
-    check_data_stream(header, role)
-    n_bad = count_non_finite(header, volume_index)
+    n_bad = check_data_stream(header, role, volume_index)
     if n_bad:
         raise ImageCheckError(path, f"{role} contains {n_bad} NaN/Inf voxel(s)")
     image = _read_itk(header, role, volume_index)

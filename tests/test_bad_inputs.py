@@ -190,6 +190,13 @@ def _sform_qform_disagree(path, kind):
     return path
 
 
+def _infinite_scaling(path, kind):
+    def edit(h):
+        h["scl_slope"] = np.inf
+    edit_header(path, edit)
+    return path
+
+
 def _rewrite(make: Callable[[np.ndarray], np.ndarray], intent: str | None = None) -> Callable:
     def maker(path, kind):
         arr = np.asanyarray(nib.load(str(path)).dataobj)
@@ -255,6 +262,7 @@ DEFECTS: dict[str, tuple[Callable, str]] = {
     "singular_affine": (_singular_affine, "has a singular sform"),
     "nan_affine": (_nan_affine, "has a sform with NaN/Inf entries"),
     "sform_qform_disagree": (_sform_qform_disagree, "place voxels up to 10 mm apart"),
+    "infinite_scaling": (_infinite_scaling, "has an infinite intensity scaling (scl_slope inf"),
     # values
     "nan": (_rewrite(_with_nan), "contains 1 NaN/Inf voxel(s)"),
     "inf": (_rewrite(_with_inf), "contains 256 NaN/Inf voxel(s)"),
@@ -624,6 +632,15 @@ def test_valid_files_pass_and_4d_volume_selection(tmp_path):
     assert np.allclose(vol, scan_array(2).transpose(2, 1, 0))
     with pytest.raises(image_checks.ImageCheckError, match="--volume-index 2 is out of range"):
         image_checks.read_checked(four, "T2w image", volume_index=2)
+    # NaN/Inf are counted in the selected volume only (the stream is counted chunk by chunk: 4 MiB chunks
+    # would never split this small file, so a 7-byte chunk size makes voxels straddle chunk borders)
+    nan_first = write_nifti(tmp_path / "4dnan.nii", np.stack([_with_nan(scan_array(1)), _with_inf(scan_array(2))], -1))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(image_checks, "GZIP_CHUNK_BYTES", 7)
+        with pytest.raises(image_checks.ImageCheckError, match=r"contains 1 NaN/Inf voxel\(s\)"):
+            image_checks.read_checked(nan_first, "T2w image", volume_index=0)
+        with pytest.raises(image_checks.ImageCheckError, match=r"contains 256 NaN/Inf voxel\(s\)"):
+            image_checks.read_checked(nan_first, "T2w image", volume_index=1)
 
 
 def test_huge_header_is_refused_without_reading_the_data(tmp_path, monkeypatch):
