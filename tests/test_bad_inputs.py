@@ -25,7 +25,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from nnunetv2_mfns import image_checks
+from nnunetv2_mfns import image_checks, image_header_checks
 from nnunetv2_mfns.cli.convert_pd import main as convert_main
 from nnunetv2_mfns.cli.counts import main as counts_main
 from nnunetv2_mfns.cli.evaluate import main as evaluate_main
@@ -577,7 +577,7 @@ def test_unreadable_file_is_refused(tmp_path, capfd, monkeypatch):
             if Path(file) == bad:
                 raise PermissionError(errno.EACCES, "Permission denied", str(file))
             return real_open(file, *args, **kwargs)
-        monkeypatch.setattr(image_checks, "open", denied, raising=False)
+        monkeypatch.setattr(image_header_checks, "open", denied, raising=False)
     try:
         assert_refused(lambda: evaluate_main(["--gt", str(gt), "--pred", f"A={pred}", "--out", str(tmp_path / "out"),
                                               "--reference", "A", "--n-boot", "200"]),
@@ -636,7 +636,7 @@ def test_valid_files_pass_and_4d_volume_selection(tmp_path):
     # would never split this small file, so a 7-byte chunk size makes voxels straddle chunk borders)
     nan_first = write_nifti(tmp_path / "4dnan.nii", np.stack([_with_nan(scan_array(1)), _with_inf(scan_array(2))], -1))
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(image_checks, "GZIP_CHUNK_BYTES", 7)
+        mp.setattr(image_header_checks, "GZIP_CHUNK_BYTES", 7)
         with pytest.raises(image_checks.ImageCheckError, match=r"contains 1 NaN/Inf voxel\(s\)"):
             image_checks.read_checked(nan_first, "T2w image", volume_index=0)
         with pytest.raises(image_checks.ImageCheckError, match=r"contains 256 NaN/Inf voxel\(s\)"):
