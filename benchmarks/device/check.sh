@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The device check (issue 24): installs the offline kit that prepare.sh built, then measures MfNS_De 2d, stock
+# nnU-Net 2d and stock 3d_fullres on the realistic 0.5 mm phantom (generated here): s per training iteration
+# with AMP, GPU peak memory, inference s per volume, nnUNet_compile on vs off (benchmarks/device/device_check.py).
+#
+#   bash benchmarks/device/check.sh [--cpu] [--quick] [--budget-s 420] [--wheels DIR]
+#
+# Writes device_check.json and device_check.log into $OUT (default ./device_out, which ignores itself in git).
+# On a GPU node (nothing reachable, PyTorch installed): the kit in .whl/ is decompressed and pip-installed with
+# --no-index --no-deps into a temporary --target folder; the project itself is installed from this tree.
+# Without a kit folder the running Python's own packages are used (e.g. the project's .venv). --cpu: the
+# same path on the CPU, GPU fields null with a reason; --quick: small phantom, few iterations.
+# PYTHON selects the interpreter (default: python3). Exit 0: every measurement ran; 1: one failed; 2: bad
+# arguments or a broken install. Run time on the GPU: the install plus --budget-s (default 420 s) < 8 min.
+set -uo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+PY="${PYTHON:-python3}"
+WHL="$REPO/.whl"
+ARGS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --cpu|--quick) ARGS+=("$1"); shift ;;
+    --budget-s) [ $# -ge 2 ] || { echo "error: check.sh: --budget-s needs a value" >&2; exit 2; }
+                ARGS+=("$1" "$2"); shift 2 ;;
+    --wheels) [ $# -ge 2 ] || { echo "error: check.sh: --wheels needs a folder" >&2; exit 2; }
+              WHL="$2"; shift 2 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    *) echo "error: check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+if [ -n "${OUT:-}" ]; then
+  OUTDIR="$OUT"
+else
+  OUTDIR="$REPO/device_out"
+  mkdir -p "$OUTDIR" && { [ -f "$OUTDIR/.gitignore" ] || echo '*' > "$OUTDIR/.gitignore"; }
+fi
+mkdir -p "$OUTDIR" || { echo "error: check.sh: cannot create the output folder $OUTDIR" >&2; exit 2; }
+LOG="$OUTDIR/device_check.log"
+: > "$LOG"
+say() { echo "$(date -u +%FT%TZ) check.sh $*" | tee -a "$LOG"; }
+command -v "$PY" >/dev/null 2>&1 || { echo "error: check.sh: no Python '$PY' (set PYTHON=...)" | tee -a "$LOG" >&2; exit 2; }
+
+T0=$(date +%s.%N)
+shopt -s nullglob
+KIT=("$WHL"/*.whl.xz)
+if [ ${#KIT[@]} -gt 0 ]; then
+  SITE="$(mktemp -d "${TMPDIR:-/tmp}/mfns_kit.XXXXXX")"
+  say "installing ${#KIT[@]} wheels from $WHL and the project into $SITE/site (offline)"
+  "$PY" - "$SITE/wheels" "${KIT[@]}" <<'EOF' 2>&1 | tee -a "$LOG"
+import lzma, os, shutil, sys
+dest = sys.argv[1]
+os.makedirs(dest, exist_ok=True)
+for src in sys.argv[2:]:
+    with lzma.open(src) as f, open(os.path.join(dest, os.path.basename(src)[:-len(".xz")]), "wb") as g:
+        shutil.copyfileobj(f, g, 1 << 24)
+EOF
+  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "error: check.sh: could not decompress the kit in $WHL" | tee -a "$LOG" >&2; exit 2; }
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --disable-pip-version-check \
+      --target "$SITE/site" "$SITE"/wheels/*.whl 2>&1 | tee -a "$LOG"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "error: check.sh: pip could not install the kit (wheels for another Python? see $LOG)" | tee -a "$LOG" >&2; exit 2; }
+  # the project from this tree (setuptools, no build isolation: nothing to download)
+  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir \
+      --disable-pip-version-check --target "$SITE/site" "$REPO" 2>&1 | tee -a "$LOG"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "error: check.sh: pip could not install the project from $REPO (see $LOG)" | tee -a "$LOG" >&2; exit 2; }
+  rm -rf "$SITE/wheels"
+  export PYTHONPATH="$SITE/site${PYTHONPATH:+:$PYTHONPATH}" PATH="$SITE/site/bin:$PATH"
+  # a --target folder is no site directory, so the discovery .pth does not run: name nnU-Net's trainer folder
+  export nnUNet_extTrainer="$SITE/site/nnunetv2_mfns/nnunet_ext${nnUNet_extTrainer:+:$nnUNet_extTrainer}"
+  [ -f "$WHL/manifest.json" ] && export MFNS_DEVICE_KIT_MANIFEST="$WHL/manifest.json"
+else
+  say "no kit in $WHL (run benchmarks/device/prepare.sh for an offline node): using $PY's own packages"
+fi
+"$PY" -c "import nnunetv2, nnunetv2_mfns.trainers, SimpleITK, nilearn" >>"$LOG" 2>&1 || {
+  echo "error: check.sh: $PY cannot import the project and nnU-Net (no kit in $WHL? run prepare.sh; see $LOG)" | tee -a "$LOG" >&2; exit 2; }
+INSTALL_S=$("$PY" -c "print(round($(date +%s.%N) - $T0, 1))")
+say "install/import check took ${INSTALL_S} s; running the device check"
+PYTHONUNBUFFERED=1 "$PY" "$REPO/benchmarks/device/device_check.py" --out "$OUTDIR" --install-s "$INSTALL_S" \
+    "${ARGS[@]}" 2>&1 | tee -a "$LOG"
+RC=${PIPESTATUS[0]}
+say "done (exit $RC): $OUTDIR/device_check.json, $LOG"
+exit "$RC"
