@@ -16,9 +16,13 @@
 # on one core of the 2-core box, from the study profile's measured seconds per iteration (docs/phantom.md:
 # MfNS_De 2d 2.9 s, stock 2d 6.2 s, stock 3d_fullres 16.7 s at 28 x 128 x 112) scaled by the hard profile's
 # 1.14x larger slices, not measured on `hard`: per fold MfNS_De ~0.5 h, UNet2D/IAANet/TriSegNet ~0.3-0.5 h
-# each, stock 2d ~1 h, stock 3d_fullres ~2.7 h, ResEnc-M 3d_fullres ~4-5 h (more convolutions per stage),
-# Frangi ~0.1 h; about 10 h per fold, ~50 CPU hours for the five folds (two queues: see run_study.sh for
-# running one method x fold per workdir in parallel). On one GPU the whole table is about an hour.
+# each, stock 2d ~1 h, stock 3d_fullres ~2.7 h, Frangi ~0.1 h: ~6 h per fold, ~30 CPU hours for five folds
+# without ResEnc-M. ResEnc-M is NOT CPU-affordable: nnU-Net's planner sizes its batch for an 8 GB GPU (batch 5
+# of 28 x 128 x 128 already on a 5-subject hard set, the dataset-coverage cap; more with 20 subjects) and on this
+# box 2 `ci` iterations had not finished after 13 min wall (3.5 min CPU at load ~20) with 8.7 GB resident.
+# So: DEVICE=cuda for the whole table (about an hour on one GPU), or on CPU
+#   TABLE2_METHODS=MfNS_De,UNet2D,IAANet,TriSegNet,nnUNet_2d,nnUNet_3d,Frangi benchmarks/run_table2.sh DIR
+# and ResEnc-M later on a GPU into the same DIR (same folds, the report then covers all eight).
 set -u
 if [ $# -ne 1 ]; then
   echo "usage: $0 TABLE2_DIR   (holds raw/, preprocessed/, results/ and the workdir)" >&2
