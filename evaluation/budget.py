@@ -45,6 +45,8 @@ class MethodBudget:
 
 def _fold_name(folder: str) -> str:
     parts = folder.rstrip("/").split("/")
+    if len(parts) >= 5 and parts[-5] == "mfns_seeds":  # mfns-compare --seeds: .../mfns_seeds/seed_k/Dataset/model/fold_f
+        return f"{parts[-4]}/{parts[-1]}"
     return parts[-1] if parts else folder
 
 

@@ -85,3 +85,9 @@ def test_report_pairs_case_and_seed_and_tests_fold_x_seed(tmp_path):
     # a method without one of the seeds is refused, naming it
     with pytest.raises(MfnsInputError, match="no prediction folder for seed 1"):
         split_by_seed({names[0]: pred[names[0]], names[1]: pred[names[1]][:1]})
+
+
+def test_budget_section_names_the_seed_of_each_model_folder():
+    from nnunetv2_mfns.evaluation.budget import _fold_name
+    assert _fold_name("/r/mfns_seeds/seed_1/Dataset501_X/nnUNetTrainer_ci__nnUNetPlans__2d/fold_0") == "seed_1/fold_0"
+    assert _fold_name("/r/Dataset501_X/nnUNetTrainer_ci__nnUNetPlans__2d/fold_3") == "fold_3"
