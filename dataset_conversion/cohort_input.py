@@ -225,7 +225,8 @@ def read_manifest(manifest: str | Path, problems: ProblemList,
 def find_test_scans(spec: str, problems: ProblemList) -> list[TestScan]:
     """Unlabeled scans for imagesTs: every NIfTI in a folder, or a glob pattern (relative to the cwd)."""
     p = Path(spec)
-    paths = sorted(q for q in p.iterdir() if q.is_file() and is_nifti(q)) if p.is_dir() else \
+    # a broken link or link loop is listed (and refused when read), not skipped
+    paths = sorted(q for q in p.iterdir() if (q.is_file() or q.is_symlink()) and is_nifti(q)) if p.is_dir() else \
         sorted(Path(m).absolute() for m in glob.glob(spec) if is_nifti(m))
     if not paths:
         problems.add(f"--test-scans {spec}", "no NIfTI files found")

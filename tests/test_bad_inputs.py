@@ -383,6 +383,20 @@ def test_convert_lists_every_bad_file_at_once(tmp_path, capfd):
     assert snapshot(tmp_path) == before
 
 
+def test_convert_refuses_bad_test_scans(tmp_path, capfd):
+    """--test-scans FOLDER: a link loop in it is named, not skipped; a NaN scan is refused like a T2w."""
+    files = make_cohort(tmp_path / "cohort")
+    manifest = write_manifest(tmp_path / "cohort", files)
+    write_nifti(tmp_path / "tests" / "t1.nii.gz", scan_array(11))
+    loop = _symlink_loop(write_nifti(tmp_path / "tests" / "t2.nii.gz", scan_array(12)), "scan")
+    argv = ["--manifest", str(manifest), "--dataset-id", "501", "-o", str(tmp_path / "raw"), "--quiet",
+            "--test-scans", str(tmp_path / "tests")]
+    assert_refused(lambda: convert_main(argv), capfd, tmp_path, loop, "test scan is a symbolic link loop")
+    loop.unlink()
+    nan = _rewrite(_with_nan)(write_nifti(tmp_path / "tests" / "t2.nii.gz", scan_array(12)), "scan")
+    assert_refused(lambda: convert_main(argv), capfd, tmp_path, nan, "test scan contains 1 NaN/Inf voxel(s)")
+
+
 def test_convert_duplicate_subject_and_output_file(tmp_path, capfd):
     files = make_cohort(tmp_path / "cohort")
     manifest = write_manifest(tmp_path / "cohort", files, [f"s3,{files['s3']['t2w'].name},{files['s3']['mask'].name},60"])
