@@ -158,7 +158,10 @@ def compare_units(pairs: pd.DataFrame, n_boot: int = 10000, seed: int = 0, confi
     if n >= 2 and np.any(d != 0):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            w = stats.wilcoxon(a, b)
+            # exact null distribution without ties or zeros (n <= 50); otherwise the normal approximation with
+            # tie correction (scipy's permutation fallback costs ~1 s per row and this column is secondary)
+            exact = n <= 50 and np.all(d != 0) and np.unique(np.abs(d)).size == n
+            w = stats.wilcoxon(a, b, method="exact" if exact else "approx")
         res.update(wilcoxon_stat=float(w.statistic), p_wilcoxon_cases=float(w.pvalue))
     if k >= 1 and res["p_signflip_min"] > ALPHA:
         notes.append(f"sign-flip p cannot be below {res['p_signflip_min']:.3g} with {k} units")
@@ -183,7 +186,8 @@ def fold_level_tests(metrics: pd.DataFrame, reference: str = "MfNS_De", metric_n
     has_seed = "seed" in metrics.columns and metrics["seed"].notna().any()
     df = metrics[metrics["metric"].isin(metric_names)].copy()
     df["_seed"] = df["seed"] if has_seed else -1
-    df["fold"] = pd.to_numeric(df["fold"], errors="coerce")
+    # float: evaluate_folders gives a nullable Int64 column whose NA (case of no fold) would not compare
+    df["fold"] = pd.to_numeric(df["fold"], errors="coerce").astype(float)
     key = ["case", "_seed", "metric"]
     ref = df[df["method"] == reference].set_index(key)
     rows = []

@@ -115,6 +115,7 @@ def test_no_fold_column_and_degenerate_rows_are_notes_not_errors():
     df = pd.DataFrame([("c1", "R", None, "dsc", 0.5), ("c2", "R", None, "dsc", 0.6),
                        ("c1", "M", None, "dsc", 0.5), ("c2", "M", None, "dsc", 0.6)],
                       columns=["case", "method", "fold", "metric", "value"])
+    df["fold"] = df["fold"].astype("Int64")  # as evaluate_folders writes it without --splits: NA, not NaN
     r = fold_level_tests(df, "R", metric_names=("dsc",), n_boot=100).iloc[0]
     assert r["n"] == 2 and r["n_units"] == 1 and math.isnan(r["p_t"]) and math.isnan(r["p_holm"])
     assert "no --splits" in r["note"] and "no fold-level test" in r["note"]
