@@ -125,11 +125,10 @@ def fig_confounder_fp(summary: pd.DataFrame, path: Path, methods: list[str]) -> 
     plt.close(fig)
 
 
-def write_confounder_fp(out_dir: Path, gt_dir: Path, pred_files: dict[str, dict[str, Path]], subjects: dict | None,
-                        dataset_dir: Path, cases: list[str], methods: list[str]) -> list[str]:
-    """Writes confounder_fp.csv and its figure when the dataset has confounder maps; returns the report
-    section (empty when there are no maps)."""
-    table = confounder_fp_table(gt_dir, pred_files, subjects, dataset_dir, cases)
+def write_confounder_fp(out_dir: Path, table: pd.DataFrame, methods: list[str]) -> list[str]:
+    """Writes confounder_fp.csv and its figure from `confounder_fp_table`'s result (read before the report's
+    folder is touched, so a bad map refuses the run instead of half-writing it); returns the report section
+    (empty when the dataset has no maps)."""
     if table.empty:
         return []
     table.to_csv(Path(out_dir) / TABLE_FILE, index=False)

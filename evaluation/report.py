@@ -26,7 +26,7 @@ from . import figures
 from .budget import read_budgets
 from .counts import count_correlations, count_folders, COUNT_COLUMNS
 from .counts import count_agreement_markdown
-from .confounder_fp import FILES as CONFOUNDER_FILES, write_confounder_fp
+from .confounder_fp import FILES as CONFOUNDER_FILES, confounder_fp_table, write_confounder_fp
 from .io import (FILE_ENDING, case_to_fold_from_splits, check_fold_membership, check_out_dir, load_splits_file,
                  load_subjects, prediction_files, prepare_out_dir, read_binary_mask, read_image)
 from .failure_cases import FIGURE_FILE as FAILURE_FIGURE
@@ -186,6 +186,9 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
         ip = _image_path(dataset_dir, case)
         if ip is not None:
             read_image(ip, role="T2w image")
+    # issue 23: the phantom's confounder maps are read and checked before anything is written
+    fp_table = confounder_fp_table(gt_dir, prediction_files(picture_dirs), subjects, dataset_dir,
+                                   sorted(set(metrics["case"])))
     out_dir = prepare_out_dir(out_dir, overwrite, REPORT_FILES)
     missing = metrics.attrs.get("missing", {})
     pred_files = prediction_files(picture_dirs)
@@ -194,8 +197,7 @@ def build_report(out_dir: Path, gt_dir: Path, pred_dirs: dict[str, Path | list[P
     size_section = write_size_detection(out_dir, metrics, methods, reference_method, n_boot, seed)
     corr = write_count_tables(out_dir, counts)
     # issue 23: ICC/relative count error and false positives by confounder type (phantom maps), appended to report.md
-    extra_sections = count_agreement_markdown(corr, subjects) + write_confounder_fp(
-        out_dir, gt_dir, pred_files, subjects, dataset_dir, sorted(set(metrics["case"])), methods)
+    extra_sections = count_agreement_markdown(corr, subjects) + write_confounder_fp(out_dir, fp_table, methods)
 
     figures.fig_metrics_boxplot(metrics, out_dir / "fig3_metrics_boxplot.png", methods, seed=seed)
     overlay_case = _pick_overlay_case(metrics, reference_method)

@@ -11,8 +11,9 @@ import pytest
 
 sitk = pytest.importorskip("SimpleITK")
 
-from nnunetv2_mfns.evaluation.confounder_fp import (CONFOUNDER_BITS, TABLE_FILE, fp_by_type,  # noqa: E402
-                                                    summarise, write_confounder_fp)
+from nnunetv2_mfns.errors import MfnsInputError  # noqa: E402
+from nnunetv2_mfns.evaluation.confounder_fp import (CONFOUNDER_BITS, TABLE_FILE, confounder_fp_table,  # noqa: E402
+                                                    fp_by_type, summarise, write_confounder_fp)
 from nnunetv2_mfns.evaluation.counts import agreement, count_agreement_markdown, icc_2_1  # noqa: E402
 
 
@@ -68,7 +69,8 @@ def test_write_confounder_fp_section_and_table(tmp_path):
     files = {"WMHmodel": {"C1": ds / "pred_wmh" / "C1.nii.gz"}, "Perfect": {"C1": ds / "pred_truth" / "C1.nii.gz"}}
     out = tmp_path / "out"
     out.mkdir()
-    lines = write_confounder_fp(out, ds / "labels", files, subjects, ds, ["C1"], ["WMHmodel", "Perfect"])
+    table = confounder_fp_table(ds / "labels", files, subjects, ds, ["C1"])
+    lines = write_confounder_fp(out, table, ["WMHmodel", "Perfect"])
     text = "\n".join(lines)
     assert "False positives by cause" in text and "| WMHmodel | " in text
     row = next(line for line in lines if line.startswith("| WMHmodel"))
@@ -79,7 +81,11 @@ def test_write_confounder_fp_section_and_table(tmp_path):
     assert s.loc[("Perfect", "wmh"), "fp_voxels"] == 0
     assert (out / "fig_confounder_fp.png").is_file()
     # no maps -> no section
-    assert write_confounder_fp(out, ds / "labels", files, {"subjects": {}}, tmp_path, ["C1"], ["WMHmodel"]) == []
+    assert write_confounder_fp(out, confounder_fp_table(ds / "labels", files, {"subjects": {}}, tmp_path, ["C1"]),
+                               ["WMHmodel"]) == []
+    # a map named in subjects.json but missing is refused (before the report writes anything)
+    with pytest.raises(MfnsInputError, match="confounder map"):
+        confounder_fp_table(ds / "labels", files, {"subjects": {"C1": {"confounder_map": "nope.nii.gz"}}}, ds, ["C1"])
 
 
 def test_icc_2_1_matches_shrout_fleiss_and_hand_computation():
