@@ -11,9 +11,12 @@ previous one has shown to be sane, so a corrupt header never makes us allocate i
 2. the header (nibabel, no voxels read): a NIfTI header; at most `MAX_VOXELS` voxels; 3D scalar (a 4D
    file with one volume counts as 3D; `volume_index` selects a volume of a real 4D file); positive finite
    voxel spacing; finite, non-singular sform/qform, and sform and qform agreeing where both are set;
-3. the data stream: a `.nii.gz` decompresses to its end (gzip end-of-stream marker, CRC and length,
-   checked by Python's gzip module), and the file holds exactly the voxel bytes the header promises;
-4. the values, per `expect`: finite everywhere (counted on the stored values, since ITK hides them), and
+   finite intensity scaling (scl_slope/scl_inter);
+3. the data stream, in one pass: a `.nii.gz` decompresses to its end (gzip end-of-stream marker, CRC
+   and length, checked by Python's gzip module), and the file holds exactly the voxel bytes the header
+   promises;
+4. the values, per `expect`: finite everywhere (counted on the stored values during step 3, since ITK
+   hides them), and
    `"image"`: not constant; `"binary_mask"`: only 0 and 1; `"label"`: integer values (the caller
    decides which ones); `"region"`: non-negative integers;
 5. the ITK read itself, which must give a 3D scalar image with positive spacing.
