@@ -46,3 +46,6 @@ BUDGETS: Dict[str, Budget] = {
 FULL_BUDGET = "full"
 BUDGET_CHOICES = (*BUDGETS, FULL_BUDGET)
 PIPELINE_CHECK_BUDGETS = tuple(name for name, b in BUDGETS.items() if b.pipeline_check)
+# The training seed of `mfns-compare --seeds` travels to each nnUNetv2_train child in this variable; the trainers
+# seed from it (trainers/seeding.py). Here, torch-free, so that orchestration and trainers share one name.
+TRAINING_SEED_ENV = "MFNS_TRAINING_SEED"

@@ -199,7 +199,7 @@ def test_one_budget_table_for_trainers_cli_and_report(capsys):
         assert budget_description(name).startswith(f"{name}: {b.epochs} epochs x {b.iterations} training")
     with pytest.raises(SystemExit):
         main(["--budget", "nosuchbudget"])
-    assert "choose from 'ci', 'demo', 'study', 'short', 'full'" in capsys.readouterr().err
+    assert "choose from 'ci', 'demo', 'study', 'long', 'short', 'full'" in capsys.readouterr().err
 
 
 def test_emit_slurm_scripts_with_dependencies(tmp_path, nnunet_dirs, capsys):

@@ -266,3 +266,17 @@ def test_checkpoints_from_before_the_shared_recipe_still_resume():
     new.network.load_state_dict(old.network.state_dict(), strict=True)
     new.lr_scheduler.step(500)
     assert new.optimizer.param_groups[0]["lr"] == pytest.approx((0.05 + 1e-5) / 2, rel=1e-3)
+
+
+def test_training_seed_from_environment_makes_initialisation_reproducible(monkeypatch):
+    # mfns-compare --seeds passes MFNS_TRAINING_SEED=k; the same k gives the same initial network, another k not
+    def first_weights(seed):
+        monkeypatch.setenv("MFNS_TRAINING_SEED", str(seed))
+        tr = build(nnUNetTrainerMfNSDe)
+        assert tr.training_seed == seed
+        return next(tr.network.parameters()).detach().clone()
+    a, b, c = first_weights(3), first_weights(3), first_weights(4)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    monkeypatch.setenv("MFNS_TRAINING_SEED", "-1")
+    with pytest.raises(ValueError, match="MFNS_TRAINING_SEED='-1'"):
+        build(nnUNetTrainerMfNSDe)

@@ -147,7 +147,9 @@ def build_provenance(pipe: "Pipeline") -> dict:
         "seeds": {"phantom": c.seed if c.phantom else None, "splits": c.seed, "report bootstrap": c.seed,
                   "training": "nnU-Net default (not seeded by nnU-Net)" if c.seeds == 1 else
                   f"{c.seeds} trainings per method x fold (seeds 0-{c.seeds - 1}: nnUNet_results/mfns_seeds/seed_k, "
-                  f"MFNS_TRAINING_SEED=k in the training environment; nnU-Net itself does not seed training)"},
+                  f"MFNS_TRAINING_SEED=k in the training environment, which seeds torch, numpy and random in the "
+                  f"plugin's trainers and the budget variants of the stock one; a full-budget stock nnUNetTrainer "
+                  f"and augmentation worker processes stay unseeded)"},
         "test-time augmentation": tta[0] if len(tta) == 1 else
         "; ".join(f"{name}: {t['test_time_augmentation']}" for name, t in training.items()),
         "checkpoint used for testing": "checkpoint_final.pth (last epoch)" if c.checkpoint == "final" else

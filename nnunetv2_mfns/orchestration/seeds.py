@@ -7,8 +7,9 @@ need K results roots: seed k trains and predicts with `nnUNet_results=<nnUNet_re
 (nnU-Net's own layout below it, stock commands unchanged) and writes its predictions to
 `<workdir>/predictions*/<method>/seed_k/fold_f`, from which the report reads the seed. Each training child
 also gets `MFNS_TRAINING_SEED=k` in its environment. nnU-Net itself does not seed training (torch, numpy and
-its augmentation workers draw from the OS), so the K runs are K independent draws of nnU-Net's own
-randomness; a trainer that reads MFNS_TRAINING_SEED makes them reproducible as well. Without --seeds (K = 1)
+its augmentation workers draw from the OS); the plugin's trainers and every budget variant (also of the stock
+nnUNetTrainer) seed torch, numpy and random from that variable (trainers/seeding.py), so seed k is reproducible
+in one process; augmentation worker processes and a full-budget stock nnUNetTrainer stay unseeded. Without --seeds (K = 1)
 nothing changes: one training per fold in nnU-Net's usual folder.
 """
 from __future__ import annotations
@@ -16,9 +17,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from nnunetv2_mfns.budget_table import TRAINING_SEED_ENV as SEED_ENV  # one name for trainers and the CLI
 from nnunetv2_mfns.orchestration.config import CompareConfig
 
-SEED_ENV = "MFNS_TRAINING_SEED"
 SEEDS_FOLDER = "mfns_seeds"
 
 

@@ -12,6 +12,7 @@ from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
 from nnunetv2_mfns.budget_table import BUDGETS
 from nnunetv2_mfns.trainers.learning_curve import with_learning_curve
+from nnunetv2_mfns.trainers.seeding import seed_training_from_environment
 
 
 def make_schedule_variant(base: Type[nnUNetTrainer], name: str, epochs: int, iterations: int,
@@ -27,6 +28,9 @@ def make_schedule_variant(base: Type[nnUNetTrainer], name: str, epochs: int, ite
         def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                      device: torch.device = torch.device('cuda')):
             super().__init__(plans, configuration, fold, dataset_json, device)
+            # mfns-compare --seeds also for the stock nnUNetTrainer's budget variants (idempotent after the
+            # paper recipe's own call: the same seed, nothing random drawn in between)
+            self.training_seed = seed_training_from_environment()
             self.num_epochs = epochs
             self.num_iterations_per_epoch = iterations
             self.num_val_iterations_per_epoch = val_iterations

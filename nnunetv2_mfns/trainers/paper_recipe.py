@@ -26,6 +26,7 @@ from nnunetv2.utilities.helpers import softmax_helper_dim1
 from torch import nn
 
 from nnunetv2_mfns.trainers.schedulers import CosineAnnealingLRScheduler
+from nnunetv2_mfns.trainers.seeding import seed_training_from_environment
 from nnunetv2_mfns.transforms.hf_downsampling import DownsampleSegForDSTransformHF
 
 
@@ -46,6 +47,8 @@ class nnUNetTrainerPaperRecipe(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device('cuda')):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        # mfns-compare --seeds: reproducible seed k (no-op when MFNS_TRAINING_SEED is unset)
+        self.training_seed = seed_training_from_environment()
         self.initial_lr = 0.05
         self.min_lr = 1e-5
         self.weight_decay = 0.0
