@@ -47,7 +47,8 @@ def emit_slurm(pipe: Pipeline, out_dir: Path, compare_argv: list[str], headers: 
     for m in pipe.cfg.methods:
         for fold in pipe.cfg.folds:
             job = f"{_safe(m.name)}_fold{fold}"
-            body = [shlex.join(pipe.train_cmd(m, fold, resume=True)), shlex.join(pipe.predict_cmd(m, fold))]
+            body = ([shlex.join(pipe.commands.non_learned(m, fold))] if m.non_learned else  # Frangi: no training
+                    [shlex.join(pipe.train_cmd(m, fold, resume=True)), shlex.join(pipe.predict_cmd(m, fold))])
             scripts[job] = _script(job, pipe, body, headers, gpu)
             jobs.append(job)
     scripts["report"] = _script("report", pipe, [compare], headers, gpu=False)
