@@ -116,3 +116,16 @@ def test_end_to_end_resenc_and_frangi_ci_budget(tmp_path):
     steps = {s["name"]: s for s in _run_steps(workdir)}
     for name in ("plan_nnUNetResEncUNetMPlans", "train_ResEncM_3d_fold0", "nonlearned_Frangi_fold0"):
         assert "skipped" in steps[name], name
+
+
+def test_emit_slurm_runs_the_baseline_not_nnunet_for_frangi(tmp_path, nnunet_dirs):
+    _tiny(Path(nnunet_dirs["nnUNet_raw"]))
+    out = tmp_path / "slurm"
+    assert main(["--dataset", "990", "--methods", "Frangi,ResEncM_3d", "--budget", "ci", "--folds", "0", "--device",
+                 "cpu", "--workdir", str(tmp_path / "work"), "--emit-slurm", str(out)]) == 0
+    frangi = (out / "Frangi_fold0.sbatch").read_text()
+    assert "nnunetv2_mfns.cli.nonlearned_baseline" in frangi and "nnUNetv2_train" not in frangi
+    resenc = (out / "ResEncM_3d_fold0.sbatch").read_text()
+    assert "-p nnUNetResEncUNetMPlans" in resenc and "nnUNetv2_train" in resenc
+    for p in out.iterdir():
+        assert subprocess.run(["bash", "-n", str(p)]).returncode == 0, p.name
