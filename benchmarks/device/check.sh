@@ -10,7 +10,8 @@
 # --no-index --no-deps into a temporary --target folder; the project itself is installed from this tree.
 # Without a kit folder the running Python's own packages are used (e.g. the project's .venv). --cpu: the
 # same path on the CPU, GPU fields null with a reason; --quick: small phantom, few iterations.
-# PYTHON selects the interpreter (default: python3). Exit 0: every measurement ran; 1: one failed; 2: bad
+# PYTHON selects the interpreter (default: python3). Exit 0: every compile-off figure measured (compile-on may
+# time out on a slow compilation, recorded); 1: otherwise; 2: bad
 # arguments or a broken install. Run time on the GPU: the install plus --budget-s (default 420 s) < 8 min.
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -24,7 +25,7 @@ while [ $# -gt 0 ]; do
                 ARGS+=("$1" "$2"); shift 2 ;;
     --wheels) [ $# -ge 2 ] || { echo "error: check.sh: --wheels needs a folder" >&2; exit 2; }
               WHL="$2"; shift 2 ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0 ;;
     *) echo "error: check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done

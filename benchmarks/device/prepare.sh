@@ -26,7 +26,7 @@ while [ $# -gt 0 ]; do
     --python-version) PYVER="$2"; shift 2 ;;
     --out) OUTDIR="$2"; shift 2 ;;
     --limit-mib) LIMIT_MIB="$2"; shift 2 ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && /^#/ {print; next} NR > 1 {exit}' "$0"; exit 0 ;;
     *) echo "error: prepare.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -75,25 +75,34 @@ done
 
 rm -rf "$OUTDIR"
 mkdir -p "$OUTDIR"
-"$PY" - "$STAGE" "$OUTDIR" "$PYVER" "$REPO" "$LIMIT_MIB" <<'EOF'
-import json, lzma, os, subprocess, sys, zipfile
+"$PY" - "$STAGE" "$OUTDIR" "$PYVER" "$REPO" "$LIMIT_MIB" "$CACHE/packed" <<'EOF'
+import hashlib, json, lzma, os, shutil, subprocess, sys, zipfile
 stage, out, pyver, repo, limit_mib = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], float(sys.argv[5])
+cache = sys.argv[6]
+os.makedirs(cache, exist_ok=True)
 items = []
 for name in sorted(os.listdir(stage)):
     src = os.path.join(stage, name)
-    stored = os.path.join(stage, name + ".stored")
-    # the same members in the same order, uncompressed, so that xz sees the raw bytes (a wheel is a zip:
-    # RECORD lists file hashes, not zip entries, so the wheel stays valid)
-    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(stored, "w", zipfile.ZIP_STORED) as zout:
-        for info in zin.infolist():
-            data = zin.read(info)
-            copy = zipfile.ZipInfo(info.filename, info.date_time)
-            copy.external_attr, copy.compress_type = info.external_attr, zipfile.ZIP_STORED
-            zout.writestr(copy, data)
     dst = os.path.join(out, name + ".xz")
-    with open(stored, "rb") as f, lzma.open(dst, "wb", preset=9 | lzma.PRESET_EXTREME) as g:
-        while chunk := f.read(1 << 24):
-            g.write(chunk)
+    # packing SimpleITK takes minutes: cached by the wheel's content (abi3 wheels serve several Pythons)
+    with open(src, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    cached = os.path.join(cache, digest + ".xz")
+    if not os.path.isfile(cached):
+        stored = os.path.join(stage, name + ".stored")
+        # the same members in the same order, uncompressed, so that xz sees the raw bytes (a wheel is a zip:
+        # RECORD lists file hashes, not zip entries, so the wheel stays valid)
+        with zipfile.ZipFile(src) as zin, zipfile.ZipFile(stored, "w", zipfile.ZIP_STORED) as zout:
+            for info in zin.infolist():
+                data = zin.read(info)
+                copy = zipfile.ZipInfo(info.filename, info.date_time)
+                copy.external_attr, copy.compress_type = info.external_attr, zipfile.ZIP_STORED
+                zout.writestr(copy, data)
+        with open(stored, "rb") as f, lzma.open(cached + ".part", "wb", preset=9 | lzma.PRESET_EXTREME) as g:
+            while chunk := f.read(1 << 24):
+                g.write(chunk)
+        os.replace(cached + ".part", cached)
+    shutil.copyfile(cached, dst)
     items.append({"file": name + ".xz", "wheel": name, "wheel_bytes": os.path.getsize(src),
                   "xz_bytes": os.path.getsize(dst)})
     print(f"prepare.sh: {name}: {os.path.getsize(src) / 2**20:.2f} MiB as a wheel, "
