@@ -36,7 +36,11 @@ else
   mkdir -p "$OUTDIR" && { [ -f "$OUTDIR/.gitignore" ] || echo '*' > "$OUTDIR/.gitignore"; }
 fi
 mkdir -p "$OUTDIR" || { echo "error: check.sh: cannot create the output folder $OUTDIR" >&2; exit 2; }
+OUTDIR="$(cd "$OUTDIR" && pwd)"
 LOG="$OUTDIR/device_check.log"
+# run Python outside the repository: from its root, `import nnunetv2_mfns` would find the source folder, which
+# lacks the installed package's nnunetv2_mfns.dataset_conversion / .evaluation (setup.py's package_dir)
+cd "${TMPDIR:-/tmp}" || exit 2
 : > "$LOG"
 say() { echo "$(date -u +%FT%TZ) check.sh $*" | tee -a "$LOG"; }
 command -v "$PY" >/dev/null 2>&1 || { echo "error: check.sh: no Python '$PY' (set PYTHON=...)" | tee -a "$LOG" >&2; exit 2; }
@@ -56,13 +60,10 @@ for src in sys.argv[2:]:
         shutil.copyfileobj(f, g, 1 << 24)
 EOF
   [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "error: check.sh: could not decompress the kit in $WHL" | tee -a "$LOG" >&2; exit 2; }
-  "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --disable-pip-version-check \
-      --target "$SITE/site" "$SITE"/wheels/*.whl 2>&1 | tee -a "$LOG"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "error: check.sh: pip could not install the kit (wheels for another Python? see $LOG)" | tee -a "$LOG" >&2; exit 2; }
-  # the project from this tree (setuptools, no build isolation: nothing to download)
+  # the kit and the project from this tree in one call (setuptools, no build isolation: nothing to download)
   "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir \
-      --disable-pip-version-check --target "$SITE/site" "$REPO" 2>&1 | tee -a "$LOG"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "error: check.sh: pip could not install the project from $REPO (see $LOG)" | tee -a "$LOG" >&2; exit 2; }
+      --disable-pip-version-check --target "$SITE/site" "$SITE"/wheels/*.whl "$REPO" 2>&1 | tee -a "$LOG"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "error: check.sh: pip could not install the kit and the project (wheels for another Python? see $LOG)" | tee -a "$LOG" >&2; exit 2; }
   rm -rf "$SITE/wheels"
   export PYTHONPATH="$SITE/site${PYTHONPATH:+:$PYTHONPATH}" PATH="$SITE/site/bin:$PATH"
   # a --target folder is no site directory, so the discovery .pth does not run: name nnU-Net's trainer folder
