@@ -521,7 +521,7 @@ def test_threshold_and_min_size(tiny_model, phantom_scans, tmp_path, capsys):
     assert m.tolist() == [[[0, 1, 1, 0, 1]]]
     capsys.readouterr()
     for flag, value in (("--threshold", "1.5"), ("--threshold", "x"), ("--min-size", "-3"), ("--min-size", "3 cm"),
-                        ("--num-parts", "0"), ("--part-id", "2")):
+                        ("--num-parts", "0"), ("--num-parts", "x"), ("--part-id", "2")):
         extra = ["--num-parts", "2"] if flag == "--part-id" else []
         assert main([str(scan), "-o", str(tmp_path / "bad"), flag, value] + extra + base) == 2
         err = capsys.readouterr().err.strip().splitlines()

@@ -52,9 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "argmax, i.e. today's masks)")
     p.add_argument("--min-size", metavar="N|Vmm3", help="remove PVS components smaller than N voxels or V mm^3 "
                    "(26-connected; default: keep all)")
-    p.add_argument("--num-parts", type=int, default=1, metavar="N", help="split the scans into N parts "
+    p.add_argument("--num-parts", default="1", metavar="N", help="split the scans into N parts "
                    "(like nnUNetv2_predict -num_parts); a part writes no cohort files: run --merge after all parts")
-    p.add_argument("--part-id", type=int, default=0, metavar="K", help="which part this run does, 0..N-1")
+    p.add_argument("--part-id", default="0", metavar="K", help="which part this run does, 0..N-1")
     p.add_argument("--merge", action="store_true", help="only build census.csv, stats.csv, index.html in -o from the "
                    "finished scans there (after sharded runs); no INPUT or model needed")
     p.add_argument("--emit-slurm", metavar="DIR", type=Path, help="write an sbatch array over --num-parts parts, a "
@@ -92,7 +92,17 @@ def parse_rating_slices(value: str | None) -> dict | None:
 EXIT_ATTENTION = 3  # finished, but some scans need attention (rating slices not found, or failed)
 
 
+def _int_flag(flag: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise MfnsInputError(f"{flag} {value}: expected an integer") from None
+
+
 def _check_parts(args) -> None:
+    """One-line refusals for the sharding flags (argparse's own would print the usage too)."""
+    args.num_parts = _int_flag("--num-parts", args.num_parts)
+    args.part_id = _int_flag("--part-id", args.part_id)
     if args.num_parts < 1:
         raise MfnsInputError(f"--num-parts {args.num_parts}: must be >= 1")
     if not 0 <= args.part_id < args.num_parts:
