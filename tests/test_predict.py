@@ -533,7 +533,7 @@ def test_emit_slurm(tiny_model, cohort4, tmp_path, capsys):
     _, model_folder = tiny_model
     d = tmp_path / "slurm"
     rc = main([str(cohort4), "-o", str(tmp_path / "o"), "-m", str(model_folder), "--num-parts", "3",
-               "--emit-slurm", str(d), "--slurm-header", "--time=02:00:00", "-device", "cpu"])
+               "--emit-slurm", str(d), "--slurm-header=--time=02:00:00", "-device", "cpu"])
     assert rc == 0, capsys.readouterr().err
     parts = (d / "predict_parts.sbatch").read_text()
     assert "#SBATCH --array=0-2" in parts and "#SBATCH --time=02:00:00" in parts
@@ -558,18 +558,23 @@ def _write_dicom_series(vol: sitk.Image, folder: Path, uid: str, desc: str = "T2
             "0020|000d": f"{series_uid}.0", "0010|0020": f"P{uid}", "0020|0011": uid,
             "0020|0037": "\\".join(f"{v:.6f}" for v in (d[0], d[3], d[6], d[1], d[4], d[7])),
             "0018|0050": f"{vol.GetSpacing()[2]:g}", **(extra or {})}
+    import locale
     w = sitk.ImageFileWriter()
     w.SetImageIO("GDCMImageIO")
     w.KeepOriginalImageUIDOn()
-    for i in range(vol.GetDepth()):
-        s = vol[:, :, i]
-        for k, v in tags.items():
-            s.SetMetaData(k, v)
-        s.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in vol.TransformIndexToPhysicalPoint((0, 0, i))))
-        s.SetMetaData("0020|0013", str(i + 1))
-        s.SetMetaData("0008|0018", f"{series_uid}.{i + 1}")
-        w.SetFileName(str(folder / f"f{(i * 7919) % 1000:03d}_{i}"))  # any names, no extension
-        w.Execute(s)
+    ctype = locale.setlocale(locale.LC_CTYPE)
+    try:
+        for i in range(vol.GetDepth()):
+            s = vol[:, :, i]
+            for k, v in tags.items():
+                s.SetMetaData(k, v)
+            s.SetMetaData("0020|0032", "\\".join(f"{v:.6f}" for v in vol.TransformIndexToPhysicalPoint((0, 0, i))))
+            s.SetMetaData("0020|0013", str(i + 1))
+            s.SetMetaData("0008|0018", f"{series_uid}.{i + 1}")
+            w.SetFileName(str(folder / f"f{(i * 7919) % 1000:03d}_{i}"))  # any names, no extension
+            w.Execute(s)
+    finally:  # GDCM's DICOM writer sets LC_CTYPE to "C": Python's default text encoding would become ASCII
+        locale.setlocale(locale.LC_CTYPE, ctype)
     return vol
 
 

@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--emit-slurm", metavar="DIR", type=Path, help="write an sbatch array over --num-parts parts, a "
                    "merge job and submit.sh into DIR instead of running")
     p.add_argument("--slurm-header", action="append", default=[], metavar="LINE",
-                   help="extra #SBATCH line for --emit-slurm, e.g. '--time=04:00:00' (repeatable)")
+                   help="extra #SBATCH line for --emit-slurm, written --slurm-header=--time=04:00:00 (repeatable)")
     p.add_argument("--overwrite", action="store_true", help="redo scans already done and replace existing outputs in -o")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress messages")
     return p

@@ -140,7 +140,9 @@ def _run_checked(inputs: list[str | Path], out: Path, model: ModelSpec, options:
     if any(s.bids for s in scans) and not (out / "dataset_description.json").exists():
         from nnunetv2_mfns import __version__ as version
         write_json_atomic(bids_dataset_description(version), out / "dataset_description.json")
-    if options.report and options.num_parts == 1 and (todo or not all((out / b).exists() for b in BATCH_FILES)):
+    any_report = any(m.get("report") for m in scan_state.all_markers(out))  # none when every scan failed
+    if options.report and options.num_parts == 1 and any_report and \
+            (todo or not all((out / b).exists() for b in BATCH_FILES)):
         from .cohort_merge import merge_cohort
         merge_cohort(out)
         result.merged = True
