@@ -538,7 +538,9 @@ def test_emit_slurm(tiny_model, cohort4, tmp_path, capsys):
     parts = (d / "predict_parts.sbatch").read_text()
     assert "#SBATCH --array=0-2" in parts and "#SBATCH --time=02:00:00" in parts
     assert "--num-parts 3" in parts and '--part-id "$SLURM_ARRAY_TASK_ID"' in parts and str(cohort4) in parts
-    assert "--emit-slurm" not in parts and "--merge -o " + str(tmp_path / "o") in (d / "merge.sbatch").read_text()
+    cmd = next(line for line in parts.splitlines() if "--part-id" in line)  # the array task's command line
+    assert "--emit-slurm" not in cmd and "--slurm-header" not in cmd and str(tmp_path / "o") in cmd
+    assert "--merge -o " + str(tmp_path / "o") in (d / "merge.sbatch").read_text()
     assert "--dependency=afterany:$arr merge.sbatch" in (d / "submit.sh").read_text()
     assert not (tmp_path / "o").exists()
     assert main([str(cohort4), "-o", str(tmp_path / "o"), "-m", str(model_folder), "--emit-slurm", str(d)]) == 2
