@@ -178,7 +178,7 @@ median maximal width {_fmt(s['median_width_mm'])} mm. One row per PVS: <a href="
 <h2>Quality control</h2><ul>{''.join(f'<li>{html.escape(q)}</li>' for q in qc)}</ul>
 </body></html>
 """
-    (out_dir / "report.html").write_text(body)
+    (out_dir / "report.html").write_text(body, encoding="utf-8")  # GDCM (DICOM input) can switch the default to ASCII
     with PdfPages(out_dir / "report.pdf", metadata={"CreationDate": None, "ModDate": None}) as pdf:
         txt = plt.figure(figsize=(8.27, 11.69))
         lines = [f"PVS burden report: {name}", ""] + [f"{k}: {v}" for k, v in meta.items()] + [""]
@@ -250,5 +250,5 @@ td,th{{border:1px solid #999;padding:2px 8px}}th{{background:#eee}}</style></hea
 ({html.escape(CONVENTIONS['max_slice_one_hemisphere'])}) is in <a href="stats.csv">stats.csv</a>
 (<code>*_maxslice_*</code> columns). All PVS: <a href="census.csv">census.csv</a>.</p>
 <table><tr>{th}</tr>{''.join(trs)}</table></body></html>
-""")
+""", encoding="utf-8")
     return [out_dir / "census.csv", out_dir / "stats.csv", out_dir / "index.html"]

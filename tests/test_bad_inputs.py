@@ -456,6 +456,9 @@ def test_predict_refuses_link_loop_in_input_folder_and_duplicates_and_output_fil
     (tmp_path / "out").write_text("a file where the output folder should go")
     assert_refused(lambda: predict_main([str(tmp_path / "in")] + argv), capfd, tmp_path, tmp_path / "out",
                    "output path exists and is not a folder")
+    argv[1] = str(tmp_path / "out" / "sub")
+    assert_refused(lambda: predict_main([str(tmp_path / "in")] + argv), capfd, tmp_path, tmp_path / "out" / "sub",
+                   f"output folder cannot be created: {tmp_path / 'out'} is a file")
 
 
 # ------------------------------------------------------------------------------------------ mfns-evaluate

@@ -23,7 +23,7 @@ import numpy as np
 import SimpleITK as sitk
 from tqdm import tqdm
 
-from nnunetv2_mfns.errors import MfnsInputError
+from nnunetv2_mfns.errors import MfnsInputError, output_folder_problem
 from nnunetv2_mfns.jsonio import write_json_atomic
 
 from . import dicom, postprocess, scan_state
@@ -85,8 +85,9 @@ def run_predict(inputs: list[str | Path], out_dir: str | Path, model: ModelSpec,
     """Runs everything (see module docstring); DICOM folders among `inputs` are converted first (`dicom`)."""
     options = options or PredictOptions()
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise MfnsInputError(f"{out}: output path exists and is not a folder")
+    problem = output_folder_problem(out)  # also a file where a parent folder would be created
+    if problem:
+        raise MfnsInputError(f"{out}: {problem}")
     stage = Path(tempfile.mkdtemp(prefix="mfns-dicom-"))  # DICOM series converted here until every check passed
     try:
         return _run_checked(inputs, out, model, options, stage)
