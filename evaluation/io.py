@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -225,3 +226,20 @@ def prepare_out_dir(out_dir: Path, overwrite: bool, produced: list[str]) -> Path
     out_dir = check_out_dir(out_dir, overwrite, produced)
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
+
+
+def write_image_atomic(arr: np.ndarray, reference: sitk.Image, path: Path) -> None:
+    """uint8/uint16 array (z, y, x) with `reference`'s geometry, written to a temporary name and renamed."""
+    img = sitk.GetImageFromArray(np.ascontiguousarray(arr))
+    img.CopyInformation(reference)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".nii.gz", dir=path.parent)
+    os.close(fd)
+    try:
+        sitk.WriteImage(img, tmp, useCompression=True)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

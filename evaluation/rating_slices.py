@@ -25,8 +25,6 @@ come from it -- so a bad alignment is never used silently.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +34,7 @@ from scipy import ndimage
 
 from nnunetv2_mfns.errors import MfnsInputError
 
+from .io import write_image_atomic
 from .registration import MIN_BRAIN_ML, check_axial_3d, image_array, read_t2w, register_to_mni
 from .template import BG, BRAIN, LATERAL, LEFT, VENT, VENT_NEAR, WM, load_mni_template
 
@@ -251,18 +250,8 @@ def write_region_masks(result: RatingSliceResult, reference: sitk.Image, out_dir
         if arr.shape != tuple(reference.GetSize()[::-1]):
             raise MfnsInputError(f"{case}: region {name} has shape {arr.shape}, reference image "
                                  f"{tuple(reference.GetSize()[::-1])}")
-        img = sitk.GetImageFromArray(np.ascontiguousarray(arr, dtype=np.uint8))
-        img.CopyInformation(reference)
         path = out_dir / f"{case}_{name}.nii.gz"
-        fd, tmp = tempfile.mkstemp(prefix=f".{case}_{name}.", suffix=".nii.gz", dir=out_dir)
-        os.close(fd)
-        try:
-            sitk.WriteImage(img, tmp, useCompression=True)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        write_image_atomic(arr.astype(np.uint8), reference, path)
         paths[name] = path
     return paths
 

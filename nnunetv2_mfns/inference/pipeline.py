@@ -24,6 +24,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from nnunetv2_mfns.errors import MfnsInputError, output_folder_problem
+from nnunetv2_mfns.evaluation.io import write_image_atomic
 from nnunetv2_mfns.jsonio import write_json_atomic
 
 from . import dicom, postprocess, scan_state
@@ -209,7 +210,7 @@ def _one_scan(order: int, s: ScanInput, op: OutputPaths, out: Path, work: Path, 
         with np.load(str(trunc) + ".npz") as z:
             prob = z["probabilities"][1]
     mask, removed = postprocess.apply(seg, prob, options.threshold, options.min_size, img.GetSpacing())
-    scan_state.write_image_atomic(mask, img, out / op.mask)
+    write_image_atomic(mask, img, out / op.mask)
     seconds["prediction"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     outputs = [str(op.mask)]

@@ -11,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from nnunetv2_mfns.evaluation.io import write_image_atomic
+
 from .naming import OutputPaths
-from .scan_state import place_folder, write_image_atomic
+from .scan_state import place_folder
 
 BATCH_META = ("input", "rating slices", "mask post-processing")  # metadata that becomes stats.csv columns
 

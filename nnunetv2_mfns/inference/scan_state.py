@@ -14,11 +14,9 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 
 from nnunetv2_mfns.jsonio import write_json_atomic
 
@@ -92,23 +90,6 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
-def write_image_atomic(arr: np.ndarray, reference: sitk.Image, path: Path) -> None:
-    """uint8/uint16 array (z, y, x) with `reference`'s geometry, written to a temporary name and renamed."""
-    img = sitk.GetImageFromArray(np.ascontiguousarray(arr))
-    img.CopyInformation(reference)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".nii.gz", dir=path.parent)
-    os.close(fd)
-    try:
-        sitk.WriteImage(img, tmp, useCompression=True)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def place_folder(src: Path, dst: Path) -> None:
