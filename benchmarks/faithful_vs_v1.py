@@ -25,6 +25,10 @@ RESULTS = "results/Dataset613_PVSStudy/nnUNetTrainerMfNSDe_study__nnUNetPlans__2
 METRICS = ("dsc", "sen", "ppv", "lesion_f1")
 
 
+def _fmt(value: float, digits: int) -> str:
+    return "-" if pd.isna(value) else f"{value:.{digits}f}"
+
+
 def curve_means(csv: Path) -> pd.DataFrame:
     """Mean validation DSC and CPU s per iteration at every curve point of one fold's learning_curve.csv."""
     df = pd.read_csv(csv)
@@ -69,10 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             continue
         new_c, old_c = curve_means(new_curve_csv), curve_means(V1_CURVES / f"fold_{fold}.csv")
         merged = old_c.merge(new_c, on="iterations", how="outer", suffixes=("_v1", "_faithful"))
-        for _, r in merged.iterrows():
-            curve_rows.append([str(fold), str(int(r["iterations"])), f"{r['val_dsc_v1']:.3f}",
-                               f"{r['val_dsc_faithful']:.3f}", f"{r['cpu_s_per_it_v1']:.1f}",
-                               f"{r['cpu_s_per_it_faithful']:.1f}"])
+        for _, r in merged.iterrows():  # "-": that training has not reached this point (stopped or running)
+            curve_rows.append([str(fold), str(int(r["iterations"])), _fmt(r["val_dsc_v1"], 3),
+                               _fmt(r["val_dsc_faithful"], 3), _fmt(r["cpu_s_per_it_v1"], 1),
+                               _fmt(r["cpu_s_per_it_faithful"], 1)])
         try:
             new_m = new_test_metrics(args.study, fold)
         except SystemExit as e:
