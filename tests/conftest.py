@@ -8,3 +8,15 @@ that (measured in the same run), and it is inherited by the nnU-Net subprocesses
 import os
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402 (after the environment setting above, which must precede any torch import)
+
+
+@pytest.fixture
+def nnunet_dirs(tmp_path, monkeypatch):
+    """nnU-Net's three folders under tmp_path, exported for the test and the console scripts it starts."""
+    from tiny_dataset import nnunet_env
+    env = nnunet_env(tmp_path)
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(var, env[var])
+    return env

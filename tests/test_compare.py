@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tiny_dataset import make_tiny_dataset, nnunet_env
+from tiny_dataset import make_tiny_dataset_with_subjects, nnunet_env
 
 from nnunetv2_mfns.cli.compare import main
 from nnunetv2_mfns.errors import MfnsInputError
@@ -18,24 +18,8 @@ from nnunetv2_mfns.orchestration.methods import parse_method_spec, resolve_metho
 from nnunetv2_mfns.orchestration.state import STATE_FILE, CompareState
 
 BIN = Path(sys.executable).parent
-AGES = [45.0, 52.0, 58.0, 61.0, 64.0, 67.0, 70.0, 77.0]
 
 
-def _tiny_dataset_with_subjects(raw_root: Path, dataset_id: int = 990) -> Path:
-    base, name = make_tiny_dataset(raw_root, dataset_id=dataset_id, n_train=len(AGES), n_test=0, seed=1)
-    subjects = {"schema": "nnunetv2_mfns.subjects/1", "dataset_name": name,
-                "subjects": {f"tiny_{i:03d}": {"subject": f"sub-{i:03d}", "age": a, "sex": "FM"[i % 2], "set": "train"}
-                             for i, a in enumerate(AGES)}}
-    (base / "subjects.json").write_text(json.dumps(subjects))
-    return base
-
-
-@pytest.fixture
-def nnunet_dirs(tmp_path, monkeypatch):
-    env = nnunet_env(tmp_path)
-    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(var, env[var])
-    return env
 
 
 def _snapshot(folder: Path) -> dict:
@@ -43,7 +27,7 @@ def _snapshot(folder: Path) -> dict:
 
 
 def test_dry_run_prints_exactly_the_commands(tmp_path, nnunet_dirs, capsys):
-    raw = _tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
+    raw = make_tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
     before = _snapshot(Path(nnunet_dirs["nnUNet_raw"]))
     workdir = tmp_path / "work"
     rc = main(["--dataset", "990", "--methods", "MfNS_De,nnUNet_3d,nnUNet_2d", "--budget", "ci", "--folds", "0,2",
@@ -103,7 +87,7 @@ def test_dry_run_prints_exactly_the_commands(tmp_path, nnunet_dirs, capsys):
 
 
 def test_bad_input_fails_before_any_work(tmp_path, nnunet_dirs, monkeypatch, capsys):
-    _tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
+    make_tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
     workdir = tmp_path / "work"
     base = ["--dataset", "990", "--budget", "ci", "--device", "cpu", "--workdir", str(workdir)]
 
@@ -140,7 +124,7 @@ def test_bad_input_fails_before_any_work(tmp_path, nnunet_dirs, monkeypatch, cap
 
 
 def test_failing_step_stops_and_names_its_log(tmp_path, nnunet_dirs, capsys):
-    raw = _tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
+    raw = make_tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
     doc = json.loads((raw / "subjects.json").read_text())
     doc["subjects"]["tiny_003"]["age"] = None  # mfns-make-splits (the first step) refuses this
     (raw / "subjects.json").write_text(json.dumps(doc))
@@ -203,7 +187,7 @@ def test_one_budget_table_for_trainers_cli_and_report(capsys):
 
 
 def test_emit_slurm_scripts_with_dependencies(tmp_path, nnunet_dirs, capsys):
-    _tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
+    make_tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
     out = tmp_path / "slurm"
     argv = ["--dataset", "990", "--methods", "MfNS_De,nnUNet_3d", "--budget", "short", "--folds", "0,1",
             "--device", "cuda", "--workdir", str(tmp_path / "work"), "--emit-slurm", str(out),
@@ -330,7 +314,7 @@ def test_gpus_run_folds_in_parallel_one_per_gpu(tmp_path, nnunet_dirs, monkeypat
     from nnunetv2_mfns.cli.compare import build_parser, make_config
     from nnunetv2_mfns.orchestration.pipeline import Pipeline
 
-    _tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
+    make_tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
     args = build_parser().parse_args(["--dataset", "990", "--methods", "MfNS_De,nnUNet_2d", "--budget", "ci",
                                       "--device", "cuda", "--gpus", "0,1", "--workdir", str(tmp_path / "w")])
     pipe = Pipeline(make_config(args), out=lambda msg: None)
@@ -523,7 +507,7 @@ def test_slurm_prepare_moves_stale_models_for_the_fold_jobs(tmp_path, nnunet_dir
     from nnunetv2_mfns.orchestration.digests import DIGEST_FILE, split_digest
     from nnunetv2_mfns.orchestration.pipeline import Pipeline
 
-    raw = _tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
+    raw = make_tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
     splits = splits_from_subjects(json.loads((raw / "subjects.json").read_text()), seed=0)
     write_splits(splits, Path(nnunet_dirs["nnUNet_preprocessed"]) / raw.name, raw_dataset_dir=raw)
     args = build_parser().parse_args(["--dataset", "990", "--methods", "MfNS_De", "--budget", "ci", "--folds", "0,1",

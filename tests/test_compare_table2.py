@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from tiny_dataset import make_tiny_dataset, nnunet_env
+from tiny_dataset import make_tiny_dataset_with_subjects, nnunet_env
 
 from nnunetv2_mfns.cli.compare import main
 from nnunetv2_mfns.cli.nonlearned_baseline import RECORD, predictions_done
@@ -20,24 +19,8 @@ from nnunetv2_mfns.orchestration.methods import resolve_methods
 from nnunetv2_mfns.orchestration.state import STATE_FILE
 
 BIN = Path(sys.executable).parent
-AGES = [45.0, 52.0, 58.0, 61.0, 64.0, 67.0, 70.0, 77.0]
 
 
-@pytest.fixture
-def nnunet_dirs(tmp_path, monkeypatch):
-    env = nnunet_env(tmp_path)
-    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
-        monkeypatch.setenv(var, env[var])
-    return env
-
-
-def _tiny(raw_root: Path) -> Path:
-    base, name = make_tiny_dataset(raw_root, dataset_id=990, n_train=len(AGES), n_test=0, seed=1)
-    subjects = {"schema": "nnunetv2_mfns.subjects/1", "dataset_name": name,
-                "subjects": {f"tiny_{i:03d}": {"subject": f"sub-{i:03d}", "age": a, "sex": "FM"[i % 2], "set": "train"}
-                             for i, a in enumerate(AGES)}}
-    (base / "subjects.json").write_text(json.dumps(subjects))
-    return base
 
 
 def test_resenc_and_frangi_resolve():
@@ -50,7 +33,7 @@ def test_resenc_and_frangi_resolve():
 
 
 def test_dry_run_plans_resenc_and_runs_frangi_and_scores_exact_labels(tmp_path, nnunet_dirs, capsys):
-    raw = _tiny(Path(nnunet_dirs["nnUNet_raw"]))
+    raw = make_tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
     (raw / "labels_exact").mkdir()  # a hard phantom: labelsTr = annotator style, labels_exact = truth
     rc = main(["--dataset", "990", "--methods", "ResEncM_3d,Frangi", "--budget", "ci", "--folds", "0",
                "--device", "cpu", "--workdir", str(tmp_path / "work"), "--dry-run"])
@@ -86,7 +69,7 @@ def test_end_to_end_resenc_and_frangi_ci_budget(tmp_path):
     """Tiny dataset (8 cases of 10 x 48 x 40): ResEnc-M's planner sizes its batch for an 8 GB GPU, so on a phantom
     even the 2 `ci` iterations take minutes of CPU and GiB of memory (docs/phantom.md)."""
     env = nnunet_env(tmp_path)
-    raw = _tiny(Path(env["nnUNet_raw"]))
+    raw = make_tiny_dataset_with_subjects(Path(env["nnUNet_raw"]))
     workdir = tmp_path / "work"
     cmd = [str(BIN / "mfns-compare"), "--dataset", "990", "--methods", "ResEncM_3d,Frangi", "--budget", "ci",
            "--folds", "0", "--device", "cpu", "--workdir", str(workdir)]
@@ -119,7 +102,7 @@ def test_end_to_end_resenc_and_frangi_ci_budget(tmp_path):
 
 
 def test_emit_slurm_runs_the_baseline_not_nnunet_for_frangi(tmp_path, nnunet_dirs):
-    _tiny(Path(nnunet_dirs["nnUNet_raw"]))
+    make_tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
     out = tmp_path / "slurm"
     assert main(["--dataset", "990", "--methods", "Frangi,ResEncM_3d", "--budget", "ci", "--folds", "0", "--device",
                  "cpu", "--workdir", str(tmp_path / "work"), "--emit-slurm", str(out)]) == 0

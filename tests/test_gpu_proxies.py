@@ -34,6 +34,7 @@ import nnunetv2_mfns.nnunet_ext.mfns_trainer_registry as registry
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2_mfns.architectures.attention import ChannelAttention, SpatialAttention
 from nnunetv2_mfns.trainers import BASE_TRAINERS, nnUNetTrainerMfNSDe
+from tiny_dataset import make_2d_plans
 
 FP16_MAX = 65504.0
 DATASET_JSON = {"channel_names": {"0": "T2"}, "labels": {"background": 0, "PVS": 1}, "numTraining": 6,
@@ -48,37 +49,7 @@ NETWORK_HOOKS = ("build_network_architecture", "_get_deep_supervision_scales", "
 
 def make_plans(features=(8, 16, 32, 32, 32), patch=(64, 64), batch_dice=True) -> dict:
     """A small nnU-Net 2d plan (default planner's structure) that every trainer can build from."""
-    n = len(features)
-    conf = {
-        "data_identifier": "nnUNetPlans_2d", "preprocessor_name": "DefaultPreprocessor", "batch_size": 4,
-        "patch_size": list(patch), "median_image_size_in_voxels": list(patch), "spacing": [0.5, 0.5],
-        "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False],
-        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
-        "architecture": {"network_class_name": "dynamic_network_architectures.architectures.unet.PlainConvUNet",
-                         "arch_kwargs": {
-                             "n_stages": n, "features_per_stage": list(features),
-                             "conv_op": "torch.nn.modules.conv.Conv2d", "kernel_sizes": [[3, 3]] * n,
-                             "strides": [[1, 1]] + [[2, 2]] * (n - 1), "n_conv_per_stage": [2] * n,
-                             "n_conv_per_stage_decoder": [2] * (n - 1), "conv_bias": True,
-                             "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d",
-                             "norm_op_kwargs": {"eps": 1e-05, "affine": True}, "dropout_op": None,
-                             "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
-                             "nonlin_kwargs": {"inplace": True}},
-                         "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
-        "batch_dice": batch_dice}
-    return {"dataset_name": "Dataset990_Tiny", "plans_name": "nnUNetPlans",
-            "original_median_spacing_after_transp": [2.0, 0.5, 0.5],
-            "original_median_shape_after_transp": [10, *patch], "image_reader_writer": "SimpleITKIO",
-            "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2], "experiment_planner_used": "ExperimentPlanner",
-            "label_manager": "LabelManager",
-            "foreground_intensity_properties_per_channel": {"0": {"max": 1.0, "mean": 0.0, "median": 0.0, "min": -1.0,
-                                                                 "percentile_00_5": -1.0, "percentile_99_5": 1.0,
-                                                                 "std": 1.0}},
-            "configurations": {"2d": conf}, "continue_training": False}
+    return make_2d_plans(features, patch, batch_size=4, batch_dice=batch_dice)
 
 
 def set_nnunet_env(root: Path) -> None:

@@ -10,40 +10,15 @@ from nnunetv2_mfns.trainers import (nnUNetTrainerMfNSDe, nnUNetTrainerMfNSDe_50e
                                     nnUNetTrainerMfNSDe_NoHF, nnUNetTrainerMfNSDe_nnUNetRecipe,
                                     nnUNetTrainerUNet2D_PaperRecipe)
 from nnunetv2_mfns.transforms import DownsampleSegForDSTransformHF
+from tiny_dataset import make_2d_plans
 
 DATASET_JSON = {"channel_names": {"0": "T2"}, "labels": {"background": 0, "PVS": 1}, "numTraining": 6,
                 "file_ending": ".nii.gz"}
 
 
 def make_plans(n_stages=5, patch=(64, 64), strides=None, arch_class="dynamic_network_architectures.architectures.unet.PlainConvUNet"):
-    strides = strides or [[1, 1]] + [[2, 2]] * (n_stages - 1)
-    feats = [min(32 * 2 ** i, 512) for i in range(n_stages)]
-    conf = {
-        "data_identifier": "nnUNetPlans_2d", "preprocessor_name": "DefaultPreprocessor", "batch_size": 12,
-        "patch_size": list(patch), "median_image_size_in_voxels": list(patch), "spacing": [0.5, 0.5],
-        "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False],
-        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
-        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
-        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
-        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
-        "architecture": {"network_class_name": arch_class, "arch_kwargs": {
-            "n_stages": n_stages, "features_per_stage": feats, "conv_op": "torch.nn.modules.conv.Conv2d",
-            "kernel_sizes": [[3, 3]] * n_stages, "strides": strides, "n_conv_per_stage": [2] * n_stages,
-            "n_conv_per_stage_decoder": [2] * (n_stages - 1), "conv_bias": True,
-            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d", "norm_op_kwargs": {"eps": 1e-05, "affine": True},
-            "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
-            "nonlin_kwargs": {"inplace": True}},
-            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
-        "batch_dice": True}
-    return {"dataset_name": "Dataset990_Tiny", "plans_name": "nnUNetPlans",
-            "original_median_spacing_after_transp": [2.0, 0.5, 0.5], "original_median_shape_after_transp": [10, 64, 64],
-            "image_reader_writer": "SimpleITKIO", "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2],
-            "experiment_planner_used": "ExperimentPlanner", "label_manager": "LabelManager",
-            "foreground_intensity_properties_per_channel": {"0": {"max": 1.0, "mean": 0.0, "median": 0.0, "min": -1.0,
-                                                                 "percentile_00_5": -1.0, "percentile_99_5": 1.0,
-                                                                 "std": 1.0}},
-            "configurations": {"2d": conf}, "continue_training": False}
+    return make_2d_plans([min(32 * 2 ** i, 512) for i in range(n_stages)], patch, strides, batch_size=12,
+                         arch_class=arch_class)
 
 
 @pytest.fixture(autouse=True)

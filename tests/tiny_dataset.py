@@ -62,3 +62,51 @@ def nnunet_env(tmp: Path) -> Dict[str, str]:
     env.update(nnUNet_def_n_proc="1", nnUNet_n_proc_DA="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE",
                nnUNet_compile="false")
     return env
+
+
+def make_2d_plans(features, patch=(64, 64), strides=None, batch_size: int = 12, batch_dice: bool = True,
+                  arch_class: str = "dynamic_network_architectures.architectures.unet.PlainConvUNet") -> dict:
+    """A small nnU-Net 2d plans dict with the default planner's structure, for trainer and network tests."""
+    n = len(features)
+    strides = strides or [[1, 1]] + [[2, 2]] * (n - 1)
+    conf = {
+        "data_identifier": "nnUNetPlans_2d", "preprocessor_name": "DefaultPreprocessor", "batch_size": batch_size,
+        "patch_size": list(patch), "median_image_size_in_voxels": list(patch), "spacing": [0.5, 0.5],
+        "normalization_schemes": ["ZScoreNormalization"], "use_mask_for_norm": [False],
+        "resampling_fn_data": "resample_data_or_seg_to_shape", "resampling_fn_seg": "resample_data_or_seg_to_shape",
+        "resampling_fn_data_kwargs": {"is_seg": False, "order": 3, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_seg_kwargs": {"is_seg": True, "order": 1, "order_z": 0, "force_separate_z": None},
+        "resampling_fn_probabilities": "resample_data_or_seg_to_shape",
+        "resampling_fn_probabilities_kwargs": {"is_seg": False, "order": 1, "order_z": 0, "force_separate_z": None},
+        "architecture": {"network_class_name": arch_class, "arch_kwargs": {
+            "n_stages": n, "features_per_stage": list(features), "conv_op": "torch.nn.modules.conv.Conv2d",
+            "kernel_sizes": [[3, 3]] * n, "strides": strides, "n_conv_per_stage": [2] * n,
+            "n_conv_per_stage_decoder": [2] * (n - 1), "conv_bias": True,
+            "norm_op": "torch.nn.modules.instancenorm.InstanceNorm2d", "norm_op_kwargs": {"eps": 1e-05, "affine": True},
+            "dropout_op": None, "dropout_op_kwargs": None, "nonlin": "torch.nn.LeakyReLU",
+            "nonlin_kwargs": {"inplace": True}},
+            "_kw_requires_import": ["conv_op", "norm_op", "dropout_op", "nonlin"]},
+        "batch_dice": batch_dice}
+    return {"dataset_name": "Dataset990_Tiny", "plans_name": "nnUNetPlans",
+            "original_median_spacing_after_transp": [2.0, 0.5, 0.5],
+            "original_median_shape_after_transp": [10, *patch], "image_reader_writer": "SimpleITKIO",
+            "transpose_forward": [0, 1, 2], "transpose_backward": [0, 1, 2], "experiment_planner_used": "ExperimentPlanner",
+            "label_manager": "LabelManager",
+            "foreground_intensity_properties_per_channel": {"0": {"max": 1.0, "mean": 0.0, "median": 0.0, "min": -1.0,
+                                                                 "percentile_00_5": -1.0, "percentile_99_5": 1.0,
+                                                                 "std": 1.0}},
+            "configurations": {"2d": conf}, "continue_training": False}
+
+
+# ages of the subjects of `make_tiny_dataset_with_subjects`: spread so that age-stratified splits are non-trivial
+TINY_AGES = [45.0, 52.0, 58.0, 61.0, 64.0, 67.0, 70.0, 77.0]
+
+
+def make_tiny_dataset_with_subjects(raw_root: Path, dataset_id: int = 990) -> Path:
+    """The tiny dataset (8 training cases, seed 1) plus a subjects.json with ages and sexes, as mfns-compare needs."""
+    base, name = make_tiny_dataset(raw_root, dataset_id=dataset_id, n_train=len(TINY_AGES), n_test=0, seed=1)
+    subjects = {"schema": "nnunetv2_mfns.subjects/1", "dataset_name": name,
+                "subjects": {f"tiny_{i:03d}": {"subject": f"sub-{i:03d}", "age": a, "sex": "FM"[i % 2], "set": "train"}
+                             for i, a in enumerate(TINY_AGES)}}
+    (base / "subjects.json").write_text(json.dumps(subjects))
+    return base
