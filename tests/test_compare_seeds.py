@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from test_compare import _tiny_dataset_with_subjects, nnunet_dirs  # noqa: F401  (fixture)
+from tiny_dataset import make_tiny_dataset_with_subjects
 
 from nnunetv2_mfns.cli.compare import main
 from nnunetv2_mfns.errors import MfnsInputError
@@ -18,8 +18,8 @@ def _env_of(cmd: list[str]) -> dict:
     return dict(w.split("=", 1) for w in cmd[1:3]) if cmd[0] == "env" else {}
 
 
-def test_dry_run_with_seeds_trains_each_fold_once_per_seed_in_its_own_results_root(tmp_path, nnunet_dirs, capsys):  # noqa: F811
-    _tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
+def test_dry_run_with_seeds_trains_each_fold_once_per_seed_in_its_own_results_root(tmp_path, nnunet_dirs, capsys):
+    make_tiny_dataset_with_subjects(Path(nnunet_dirs["nnUNet_raw"]))
     workdir = tmp_path / "work"
     assert main(["--dataset", "990", "--methods", "MfNS_De,nnUNet_2d", "--budget", "ci", "--folds", "0,2",
                  "--device", "cpu", "--workdir", str(workdir), "--dry-run", "--seeds", "3"]) == 0
