@@ -23,6 +23,8 @@
 # So: DEVICE=cuda for the whole table (about an hour on one GPU), or on CPU
 #   TABLE2_METHODS=MfNS_De,UNet2D,IAANet,TriSegNet,nnUNet_2d,nnUNet_3d,Frangi benchmarks/run_table2.sh DIR
 # and ResEnc-M later on a GPU into the same DIR (same folds, the report then covers all eight).
+# TABLE2_FOLDS (default 0,1,2,3,4) runs a subset first, e.g. the CNN pilot of docs/phantom.md:
+#   TABLE2_METHODS=UNet2D,Frangi TABLE2_FOLDS=0 benchmarks/run_table2.sh DIR   (the full run later reuses it)
 set -u
 if [ $# -ne 1 ]; then
   echo "usage: $0 TABLE2_DIR   (holds raw/, preprocessed/, results/ and the workdir)" >&2
@@ -32,8 +34,10 @@ dir=$(realpath -m "$1")
 export nnUNet_raw=$dir/raw nnUNet_preprocessed=$dir/preprocessed nnUNet_results=$dir/results
 export OMP_WAIT_POLICY=PASSIVE OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=${MKL_NUM_THREADS:-1} \
        nnUNet_def_n_proc=${nnUNet_def_n_proc:-1} nnUNet_compile=false
+# on a CPU, augmentation inside the training process (nnU-Net's default of many worker processes would crowd 2 cores)
+[ "${DEVICE:-cpu}" = cpu ] && export nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-0}
 mfns_compare=$(command -v mfns-compare || echo "$(dirname "$(realpath "$0")")/../.venv/bin/mfns-compare")
 methods=${TABLE2_METHODS:-MfNS_De,UNet2D,IAANet,TriSegNet,nnUNet_2d,nnUNet_3d,ResEncM_3d,Frangi}
 exec "$mfns_compare" --phantom --profile hard --n-subjects 20 --phantom-id 623 --phantom-name PVSHard --seed 0 \
-    --budget "${TABLE2_BUDGET:-study}" --device "${DEVICE:-cpu}" --methods "$methods" --folds 0,1,2,3,4 \
+    --budget "${TABLE2_BUDGET:-study}" --device "${DEVICE:-cpu}" --methods "$methods" --folds "${TABLE2_FOLDS:-0,1,2,3,4}" \
     --workdir "$dir/work"

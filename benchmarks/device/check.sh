@@ -46,34 +46,9 @@ say() { echo "$(date -u +%FT%TZ) check.sh $*" | tee -a "$LOG"; }
 command -v "$PY" >/dev/null 2>&1 || { echo "error: check.sh: no Python '$PY' (set PYTHON=...)" | tee -a "$LOG" >&2; exit 2; }
 
 T0=$(date +%s.%N)
-shopt -s nullglob
-KIT=("$WHL"/*.whl.xz)
-if [ ${#KIT[@]} -gt 0 ]; then
-  SITE="$(mktemp -d "${TMPDIR:-/tmp}/mfns_kit.XXXXXX")"
-  say "installing ${#KIT[@]} wheels from $WHL and the project into $SITE/site (offline)"
-  "$PY" - "$SITE/wheels" "${KIT[@]}" <<'EOF' 2>&1 | tee -a "$LOG"
-import lzma, os, shutil, sys
-dest = sys.argv[1]
-os.makedirs(dest, exist_ok=True)
-for src in sys.argv[2:]:
-    with lzma.open(src) as f, open(os.path.join(dest, os.path.basename(src)[:-len(".xz")]), "wb") as g:
-        shutil.copyfileobj(f, g, 1 << 24)
-EOF
-  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "error: check.sh: could not decompress the kit in $WHL" | tee -a "$LOG" >&2; exit 2; }
-  # the kit and the project from this tree in one call (setuptools, no build isolation: nothing to download)
-  "$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir \
-      --disable-pip-version-check --target "$SITE/site" "$SITE"/wheels/*.whl "$REPO" 2>&1 | tee -a "$LOG"
-  [ "${PIPESTATUS[0]}" -eq 0 ] || { echo "error: check.sh: pip could not install the kit and the project (wheels for another Python? see $LOG)" | tee -a "$LOG" >&2; exit 2; }
-  rm -rf "$SITE/wheels"
-  export PYTHONPATH="$SITE/site${PYTHONPATH:+:$PYTHONPATH}" PATH="$SITE/site/bin:$PATH"
-  # a --target folder is no site directory, so the discovery .pth does not run: name nnU-Net's trainer folder
-  export nnUNet_extTrainer="$SITE/site/nnunetv2_mfns/nnunet_ext${nnUNet_extTrainer:+:$nnUNet_extTrainer}"
-  [ -f "$WHL/manifest.json" ] && export MFNS_DEVICE_KIT_MANIFEST="$WHL/manifest.json"
-else
-  say "no kit in $WHL (run benchmarks/device/prepare.sh for an offline node): using $PY's own packages"
-fi
-"$PY" -c "import nnunetv2, nnunetv2_mfns.trainers, SimpleITK, nilearn" >>"$LOG" 2>&1 || {
-  echo "error: check.sh: $PY cannot import the project and nnU-Net (no kit in $WHL? run prepare.sh; see $LOG)" | tee -a "$LOG" >&2; exit 2; }
+# shellcheck source=benchmarks/device/kit_env.sh
+source "$REPO/benchmarks/device/kit_env.sh"
+install_kit check.sh || exit 2
 INSTALL_S=$("$PY" -c "print(round($(date +%s.%N) - $T0, 1))")
 say "install/import check took ${INSTALL_S} s; running the device check"
 PYTHONUNBUFFERED=1 "$PY" "$REPO/benchmarks/device/device_check.py" --out "$OUTDIR" --install-s "$INSTALL_S" \
