@@ -56,14 +56,15 @@ def learning_rates(fold_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(sorted(rates.items()), columns=["epoch", "lr"])
 
 
-def collect(study: Path, folds: list[int], out: Path) -> None:
-    for budget in BUDGET_ITERATIONS:
+def collect(study: Path, folds: list[int], out: Path, budgets: list[str]) -> None:
+    for budget in budgets:
         for method in METHODS:
             dest = out / "raw" / budget / method
             for fold in folds:
                 fold_dir = _results_folder(study, method, budget) / f"fold_{fold}"
                 curve = fold_dir / "learning_curve.csv"
-                workdir = study / (f"w_{method}_f{fold}" if budget == "study" else f"w_long_{method}_f{fold}")
+                # run_study.sh's workdir names: w_METHOD_fF for `study`, w_BUDGET_METHOD_fF otherwise
+                workdir = study / (f"w_{method}_f{fold}" if budget == "study" else f"w_{budget}_{method}_f{fold}")
                 metrics = workdir / "report" / "metrics.csv"
                 if curve.is_file():
                     dest.mkdir(parents=True, exist_ok=True)
@@ -71,6 +72,7 @@ def collect(study: Path, folds: list[int], out: Path) -> None:
                     learning_rates(fold_dir).to_csv(dest / f"fold_{fold}_lr.csv", index=False)
                     print(f"{budget} {method} fold {fold}: curve copied ({curve})")
                 if metrics.is_file():
+                    dest.mkdir(parents=True, exist_ok=True)
                     df = pd.read_csv(metrics)
                     df[df["method"] == method].to_csv(dest / f"fold_{fold}_metrics.csv", index=False)
                     print(f"{budget} {method} fold {fold}: test metrics copied ({metrics})")
@@ -228,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--study", required=True, type=Path)
     c.add_argument("--folds", default="0,1")
     c.add_argument("--out", required=True, type=Path)
+    c.add_argument("--budgets", default="study,long", help="budgets to collect (comma-separated; the report "
+                   "reads study and long)")
     r = sub.add_parser("report", help="write OUT/README.md and the figure from OUT/raw")
     r.add_argument("--folds", default="0,1")
     r.add_argument("--out", required=True, type=Path)
@@ -236,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     folds = [int(f) for f in args.folds.split(",")]
     out = args.out.resolve()
     if args.cmd == "collect":
-        collect(args.study, folds, out)
+        collect(args.study, folds, out, args.budgets.split(","))
         return 0
     text = report(out, folds)
     if args.notes_file:
