@@ -2,13 +2,13 @@
 resumed), the `study` budget, and the multi-fold outputs (evaluation/learning_curves.py through
 benchmarks/learning_curves.py report)."""
 import csv
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from benchmark_modules import load_benchmark
 from tiny_dataset import make_tiny_dataset, nnunet_env
 
 from nnunetv2_mfns.evaluation import learning_curves as curves
@@ -17,27 +17,19 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def _benchmark_module(name: str):
-    """A script of benchmarks/ (not a package) loaded as a module."""
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
 def lc():
-    return _benchmark_module("learning_curves")
+    return load_benchmark("learning_curves")
 
 
 @pytest.fixture(scope="module")
 def sr():
-    return _benchmark_module("study_report")
+    return load_benchmark("study_report")
 
 
 @pytest.fixture(scope="module")
 def ss():
-    return _benchmark_module("study_status")
+    return load_benchmark("study_status")
 
 
 def test_methods_aliases_and_names_from_results_folders(lc):

@@ -1,21 +1,17 @@
 """benchmarks/long_budget.py (issue 22's 2000- vs 500-iteration check): LR parsing from nnU-Net's logs of a resumed
 run, and the report's pairing of test subjects across budgets and methods by case name, checked against numbers
 worked out by hand on a small made-up result set whose case order differs between files."""
-import importlib.util
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmark_modules import load_benchmark
 
 
 @pytest.fixture(scope="module")
 def long_budget():
-    spec = importlib.util.spec_from_file_location("long_budget", ROOT / "benchmarks" / "long_budget.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("long_budget")
 
 
 def test_learning_rates_of_a_resumed_run_take_the_later_log(tmp_path, long_budget):

@@ -1,21 +1,19 @@
 """README "Results" and the study folder's README are generated from the committed study CSVs
 (benchmarks/readme_results.py): a hand-edited number, or a CSV changed without regenerating, fails here."""
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from benchmark_modules import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def readme_results():
-    spec = importlib.util.spec_from_file_location("readme_results", ROOT / "benchmarks" / "readme_results.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("readme_results")
 
 
 def test_readme_results_match_the_committed_csvs(readme_results, capsys):
@@ -59,9 +57,7 @@ def test_a_hand_edited_number_or_a_changed_csv_is_caught(readme_results, tmp_pat
 def test_committed_study_statistics_are_what_restat_gives(tmp_path):
     """docs/results/study_head_to_head's stats.csv, summary.md and report.md are reproduced byte for byte by
     `study_report.py --restat` from the committed metrics.csv (and a second run changes nothing)."""
-    spec = importlib.util.spec_from_file_location("study_report", ROOT / "benchmarks" / "study_report.py")
-    study_report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study_report)
+    study_report = load_benchmark("study_report")
     committed = ROOT / "docs" / "results" / "study_head_to_head"
     out = tmp_path / "study_head_to_head"
     shutil.copytree(committed, out, ignore=shutil.ignore_patterns("*.png"))
