@@ -190,8 +190,10 @@ def _ncc_in_brain(fixed: sitk.Image, tpl: RealTemplate, tf: sitk.Transform) -> t
     ml = float(brain.sum() * np.prod(fixed.GetSpacing()) / 1000.0)
     if brain.sum() < 50:
         return 0.0, ml
-    a = sitk.GetArrayViewFromImage(sitk.SmoothingRecursiveGaussian(fixed, NCC_SMOOTH_MM))[brain].astype(np.float64)
-    b = sitk.GetArrayViewFromImage(sitk.SmoothingRecursiveGaussian(warped, NCC_SMOOTH_MM))[brain].astype(np.float64)
+    # copies (GetArrayFromImage), not views: a view of a temporary image reads freed memory once the image is
+    # collected, which made this correlation 1.00 or 0.00 for a good transform, depending on what ran before
+    a = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(fixed, NCC_SMOOTH_MM))[brain].astype(np.float64)
+    b = sitk.GetArrayFromImage(sitk.SmoothingRecursiveGaussian(warped, NCC_SMOOTH_MM))[brain].astype(np.float64)
     if a.std() == 0 or b.std() == 0:
         return 0.0, ml
     return float(np.corrcoef(a, b)[0, 1]), ml
