@@ -99,6 +99,10 @@ def budget_markdown(budgets: list[MethodBudget], known: bool) -> list[str]:
         if e is None:
             rows.append([b.method, "unknown", "", "", "", "", "not in the provenance"])
             continue
+        if e.get("non_learned"):  # a tuned detector (mfns-compare's Frangi / LocalContrast): nothing was trained
+            rows.append([b.method, "none", "none", str(e.get("budget", "")), "no training", "none",
+                         str(e["non_learned"])])
+            continue
         curve = "; ".join(f"{_fold_name(c.folder)}: {c.describe()}" for c in b.curves) or "no model folders given"
         rows.append([b.method, str(e.get("trainer", "")), str(e.get("configuration", "")), str(e.get("budget", "")),
                      _schedule(e), str(e.get("checkpoint", "")), curve])

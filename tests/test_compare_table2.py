@@ -93,6 +93,10 @@ def test_end_to_end_resenc_and_frangi_ci_budget(tmp_path):
     assert sorted(p.name for p in pred.glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in lists["test"])
     text = (workdir / "report" / "report.md").read_text()
     assert "ResEncM_3d" in text and "Frangi" in text
+    # the budget table says Frangi was not trained (it used to list the run's budget and checkpoint_best.pth)
+    frangi_prov = json.loads((workdir / "provenance.json").read_text())["training"]["Frangi"]
+    assert frangi_prov["budget"] == "none (no training)" and frangi_prov["model_folders"] == []
+    assert "| Frangi | none | none | none (no training) | no training | none |" in text
     # rerun: nothing is redone
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert proc.returncode == 0
@@ -112,3 +116,16 @@ def test_emit_slurm_runs_the_baseline_not_nnunet_for_frangi(tmp_path, nnunet_dir
     assert "-p nnUNetResEncUNetMPlans" in resenc and "nnUNetv2_train" in resenc
     for p in out.iterdir():
         assert subprocess.run(["bash", "-n", str(p)]).returncode == 0, p.name
+
+
+def test_budget_table_names_a_non_learned_method_untrained():
+    from nnunetv2_mfns.evaluation.budget import budget_markdown, read_budgets
+    prov = {"training": {"Frangi": {"trainer": "none", "configuration": "none", "budget": "none (no training)",
+                                    "epochs": None, "iterations_per_epoch": None, "checkpoint": "none",
+                                    "model_folders": [], "non_learned": "non-learned frangi detector, tuned on "
+                                                                        "each fold's training cases only"}}}
+    budgets, known = read_budgets(prov, ["Frangi"])
+    text = "\n".join(budget_markdown(budgets, known))
+    row = next(line for line in text.splitlines() if line.startswith("| Frangi |"))
+    assert "no training" in row and "tuned on each fold's training cases" in row
+    assert "checkpoint_best" not in row and "schedule unknown" not in row and "no model folders" not in row

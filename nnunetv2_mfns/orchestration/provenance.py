@@ -79,6 +79,13 @@ def training_section(pipe: "Pipeline") -> dict:
     out = {}
     pipes = pipe.seed_pipelines()
     for m in c.methods:
+        if m.non_learned:  # Frangi / local contrast: nothing trained, no model folder, no budget
+            out[m.name] = {"trainer": "none", "configuration": "none", "budget": "none (no training)",
+                           "epochs": None, "iterations_per_epoch": None, "checkpoint": "none", "model_folders": [],
+                           "test_time_augmentation": "not applicable", "split_digests": {},
+                           "non_learned": f"non-learned {m.non_learned} detector (evaluation/detectors.py), its "
+                                          "parameters tuned on each fold's training cases only"}
+            continue
         folders = [p.layout.model_folder(m, f) for p in pipes for f in c.folds]
         records = [r for r in (trainer_record(d) for d in folders) if r is not None]
         epochs, iterations = _int_field(records, "num_epochs"), _int_field(records, "num_iterations_per_epoch")
