@@ -96,8 +96,9 @@ def _curve(out: Path, budget: str, method: str, fold: int) -> pd.DataFrame | Non
     if lr_csv.is_file():
         lr = pd.read_csv(lr_csv)
         if len(lr):
-            # a curve point is recorded at the end of epoch e; the LR of epoch e is what those iterations used
-            curve = curve.merge(lr, on="epoch", how="left")
+            # a curve point at epoch e follows e finished epochs (e x iterations): the last LR those iterations
+            # used is the LR of epoch e - 1
+            curve = curve.merge(lr.assign(epoch=lr["epoch"] + 1), on="epoch", how="left")
             curve["lr_fraction"] = curve["lr"] / lr["lr"].iloc[0]
     return curve
 
@@ -123,7 +124,7 @@ def report(out: Path, folds: list[int]) -> str:
              "Commands: `STUDY_BUDGET=long benchmarks/run_study.sh STUDY \"MfNS_De:0 UNet2D:1\"` and "
              "`... \"UNet2D:0\"` (one queue per core, resumable), then `python benchmarks/long_budget.py collect "
              f"--study STUDY --folds {','.join(map(str, folds))} --out {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}` "
-             "and `python benchmarks/long_budget.py report --out ...`. Data, splits (seed 0), evaluation: as in "
+             "and `python benchmarks/long_budget.py report --out ... --notes-file .../NOTES.md`. Data, splits (seed 0), evaluation: as in "
              "docs/results/study_head_to_head. Budgets: `study` = 20 x 25 = 500 iterations, `long` = 80 x 25 = 2000 "
              "(nnunetv2_mfns/budget_table.py); both compress each trainer's own LR schedule into the budget, so the "
              "LR is near 0 at the end of either. MfNS_De = the faithful network (issue 22) in both budgets; its "
@@ -217,7 +218,7 @@ def _figure(curves: dict, folds: list[int], path: Path) -> None:
         ax.set_xlabel("training iterations")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("validation DSC")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
+    axes[0][0].legend(fontsize=7, loc="lower right")  # fold 0 has every line drawn
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

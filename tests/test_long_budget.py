@@ -58,12 +58,13 @@ def test_report_pairs_subjects_by_name_across_budgets_and_methods(tmp_path, long
         d.mkdir(parents=True)
         _metrics("UNet2D", 0, dsc).to_csv(d / "fold_0_metrics.csv", index=False)
     # curves: long MfNS_De at 500 / 2000 iterations with LRs 0.05 (peak) and 0.0005; study at 500
-    _curve("nnUNetTrainerMfNSDe_long", 0, {19: (500, {"v1": 0.6, "v2": 0.7}),
-                                            79: (2000, {"v1": 0.8, "v2": 0.9})}).to_csv(
+    # a point at epoch e follows e finished epochs: its LR is that of epoch e - 1
+    _curve("nnUNetTrainerMfNSDe_long", 0, {20: (500, {"v1": 0.6, "v2": 0.7}),
+                                            80: (2000, {"v1": 0.8, "v2": 0.9})}).to_csv(
         raw / "long" / "MfNS_De" / "fold_0_curve.csv", index=False)
     pd.DataFrame({"epoch": [0, 19, 79], "lr": [0.05, 0.025, 0.0005]}).to_csv(
         raw / "long" / "MfNS_De" / "fold_0_lr.csv", index=False)
-    _curve("nnUNetTrainerMfNSDe_study", 0, {19: (500, {"v1": 0.70, "v2": 0.74})}).to_csv(
+    _curve("nnUNetTrainerMfNSDe_study", 0, {20: (500, {"v1": 0.70, "v2": 0.74})}).to_csv(
         raw / "study" / "MfNS_De" / "fold_0_curve.csv", index=False)
     text = long_budget.report(tmp_path, [0])
     lines = text.splitlines()
