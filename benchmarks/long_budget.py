@@ -24,12 +24,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from nnunetv2_mfns.evaluation.stats import markdown_table
+
 ROOT = Path(__file__).resolve().parents[1]
 DATASET = "Dataset613_PVSStudy"
 # mfns-compare method name -> (trainer base name, configuration)
 METHODS = {"MfNS_De": ("nnUNetTrainerMfNSDe", "2d"), "UNet2D": ("nnUNetTrainerUNet2D_PaperRecipe", "2d"),
            "nnUNet_3d": ("nnUNetTrainer", "3d_fullres")}
 BUDGET_ITERATIONS = {"study": 500, "long": 2000}
+LONG_POINTS = (500, 1000, 1500, 2000)  # the long curve's points shown in the validation table (its last = the end)
 COMMITTED_CURVES = ROOT / "docs/results/learning_curves_study/raw"
 COMMITTED_METRICS = ROOT / "docs/results/study_head_to_head/metrics.csv"
 METRICS = ("dsc", "sen", "ppv", "lesion_f1")
@@ -115,16 +118,27 @@ def _test_metrics(out: Path, budget: str, method: str, fold: int) -> pd.DataFram
     return df if len(df) else None
 
 
+def _paired(a: pd.DataFrame, b: pd.DataFrame, metric: str) -> tuple[float, float, float, int]:
+    """Means of `metric` on the subjects both long tables have (paired by case name, never by row order):
+    (mean of a, mean of b, mean of b - a, number of subjects)."""
+    a = a[a["metric"] == metric].set_index("case")["value"]
+    b = b[b["metric"] == metric].set_index("case")["value"]
+    cases = sorted(set(a.index) & set(b.index))
+    return a[cases].mean(), b[cases].mean(), (b[cases] - a[cases]).mean(), len(cases)
+
+
 def _fmt(x: float, digits: int = 3, sign: bool = False) -> str:
     return "-" if x is None or pd.isna(x) else (f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}")
 
 
 def report(out: Path, folds: list[int]) -> str:
+    shown_out = out.relative_to(ROOT) if out.is_relative_to(ROOT) else out
     lines = ["# Issue 22's longer budget: 2000 vs 500 annealed iterations on the `study` phantom", "",
              "Commands: `STUDY_BUDGET=long benchmarks/run_study.sh STUDY \"MfNS_De:0 UNet2D:1\"` and "
              "`... \"UNet2D:0\"` (one queue per core, resumable), then `python benchmarks/long_budget.py collect "
-             f"--study STUDY --folds {','.join(map(str, folds))} --out {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}` "
-             "and `python benchmarks/long_budget.py report --out ... --notes-file .../NOTES.md`. Data, splits (seed 0), evaluation: as in "
+             f"--study STUDY --folds {','.join(map(str, folds))} --out {shown_out}` "
+             "and `python benchmarks/long_budget.py report --out ... --notes-file .../NOTES.md`. Data, splits "
+             "(seed 0), evaluation: as in "
              "docs/results/study_head_to_head. Budgets: `study` = 20 x 25 = 500 iterations, `long` = 80 x 25 = 2000 "
              "(nnunetv2_mfns/budget_table.py); both compress each trainer's own LR schedule into the budget, so the "
              "LR is near 0 at the end of either. MfNS_De = the faithful network (issue 22) in both budgets; its "
@@ -139,8 +153,7 @@ def report(out: Path, folds: list[int]) -> str:
             have[(method, fold)] = (s, l)
             study_complete = s is not None and s["iterations"].iloc[-1] >= BUDGET_ITERATIONS["study"]
             study_end = "-" if s is None else _fmt(s["val_dsc"].iloc[-1]) + (
-                "" if s["iterations"].iloc[-1] >= BUDGET_ITERATIONS["study"] else
-                f" (stopped at {int(s['iterations'].iloc[-1])})")
+                "" if study_complete else f" (stopped at {int(s['iterations'].iloc[-1])})")
             if l is None:
                 rows.append([method, str(fold), study_end, "not run", "-", "-", "-", "-"])
                 continue
@@ -150,13 +163,15 @@ def report(out: Path, folds: list[int]) -> str:
             def val(it: int) -> str:
                 return _fmt(at["val_dsc"].get(it)) + (f" ({at['lr_fraction'].get(it):.2f})"
                                                       if "lr_fraction" in at and it in at.index else "")
-            rows.append([method, str(fold), study_end, val(500), val(1000), val(1500), val(2000) if last >= 2000 else f"(at {last} so far) {val(last)}",
-                         _fmt(at["val_dsc"].iloc[-1] - s["val_dsc"].iloc[-1], sign=True) if study_complete and
-                         last >= BUDGET_ITERATIONS["long"] else "-"])
-    lines += ["## Validation DSC (mean over the fold's 4 validation subjects), LR as a fraction of its peak in brackets",
-              "", "| method | fold | study, at 500 (end) | long, at 500 | long, at 1000 | long, at 1500 | long, at 2000 (end) | "
-              "long end - study end |", "|---|---|---|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
+            long_complete = last >= BUDGET_ITERATIONS["long"]
+            rows.append([method, str(fold), study_end, *(val(it) for it in LONG_POINTS[:-1]),
+                         val(last) if long_complete else f"(at {last} so far) {val(last)}",
+                         _fmt(at["val_dsc"].iloc[-1] - s["val_dsc"].iloc[-1], sign=True)
+                         if study_complete and long_complete else "-"])
+    lines += ["## Validation DSC (mean over the fold's 4 validation subjects), LR as a fraction of its peak in "
+              "brackets",
+              "", markdown_table(["method", "fold", "study, at 500 (end)", "long, at 500", "long, at 1000",
+                                  "long, at 1500", "long, at 2000 (end)", "long end - study end"], rows)]
     # ---- test subjects ----
     test_rows, tests = [], {}
     for method in METHODS:
@@ -167,35 +182,26 @@ def report(out: Path, folds: list[int]) -> str:
                 status = f"study {'ok' if s is not None else 'missing'}, long {'ok' if l is not None else 'not run'}"
                 test_rows.append([method, str(fold), "-", status, "-", "-", "-"])
                 continue
-            cells = []
-            for metric in METRICS:
-                a = s[s["metric"] == metric].set_index("case")["value"]
-                b = l[l["metric"] == metric].set_index("case")["value"]
-                cases = sorted(set(a.index) & set(b.index))
-                cells.append(f"{a[cases].mean():.3f} -> {b[cases].mean():.3f} ({(b[cases] - a[cases]).mean():+.3f})")
-            test_rows.append([method, str(fold), str(len(cases)), *cells])
+            paired = [_paired(s, l, metric) for metric in METRICS]
+            test_rows.append([method, str(fold), str(paired[0][3]),
+                              *(f"{m_s:.3f} -> {m_l:.3f} ({d:+.3f})" for m_s, m_l, d, _ in paired)])
     lines += ["", "## Test subjects of the fold (checkpoint_best, no TTA): study -> long (difference)", "",
-              "| method | fold | subjects | DSC | SEN | PPV | lesion F1 |", "|---|---|---|---|---|---|---|"]
-    lines += ["| " + " | ".join(r) + " |" for r in test_rows]
+              markdown_table(["method", "fold", "subjects", "DSC", "SEN", "PPV", "lesion F1"], test_rows)]
     # ---- ordering: MfNS_De minus each other method, same subjects, both budgets ----
     order_rows = []
     for method in [m for m in METHODS if m != "MfNS_De"]:
         for fold in folds:
             ref, other = tests[("MfNS_De", fold)], tests[(method, fold)]
             cells = []
-            for k, budget in enumerate(BUDGET_ITERATIONS):
-                a, b = ref[k], other[k]
+            for a, b in zip(ref, other):  # (study, long)
                 if a is None or b is None:
                     cells.append("-")
                     continue
-                a = a[a["metric"] == "dsc"].set_index("case")["value"]
-                b = b[b["metric"] == "dsc"].set_index("case")["value"]
-                cases = sorted(set(a.index) & set(b.index))
-                cells.append(f"{(a[cases] - b[cases]).mean():+.3f} ({len(cases)} subjects)")
+                *_, mfns_minus_method, n = _paired(b, a, "dsc")  # mean of a - b: MfNS_De minus the method
+                cells.append(f"{mfns_minus_method:+.3f} ({n} subjects)")
             order_rows.append([method, str(fold), *cells])
     lines += ["", "## Ordering: test DSC of MfNS_De minus the method, same subjects", "",
-              "| method | fold | study (500) | long (2000) |", "|---|---|---|---|"]
-    lines += ["| " + " | ".join(r) + " |" for r in order_rows]
+              markdown_table(["method", "fold", "study (500)", "long (2000)"], order_rows)]
     _figure(have, folds, out / "long_vs_study_curves.png")
     lines += ["", "![curves](long_vs_study_curves.png)", "",
               "*Validation DSC against iterations: solid = `long` (2000), dashed = `study` (500).*", ""]
