@@ -34,6 +34,7 @@ import nnunetv2_mfns.nnunet_ext.mfns_trainer_registry as registry
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2_mfns.architectures.attention import ChannelAttention, SpatialAttention
 from nnunetv2_mfns.trainers import BASE_TRAINERS, nnUNetTrainerMfNSDe
+from benchmark_modules import load_benchmark
 from tiny_dataset import make_2d_plans
 
 FP16_MAX = 65504.0
@@ -401,18 +402,23 @@ def _run(cmd, **env):
 
 
 def test_device_kit_scripts_refuse_bad_input_with_one_line(tmp_path):
-    """check.sh / prepare.sh / device_check.py: a bad argument or a missing GPU is one `error:` line, exit 2,
-    and nothing is measured. The end-to-end CPU run is `bash benchmarks/device/check.sh --cpu --quick`
-    (minutes; docs/gpu.md, docs/results/gpu/)."""
+    """check.sh / prepare.sh / device_check.py / long_budget_gpu.sh: a bad argument or a missing GPU is one
+    `error:` line, exit 2, and nothing is measured or created. The end-to-end CPU run is
+    `bash benchmarks/device/check.sh --cpu --quick` (minutes; docs/gpu.md, docs/results/gpu/)."""
     import sys
 
     for cmd in (["bash", "benchmarks/device/check.sh", "--bogus"],
                 ["bash", "benchmarks/device/prepare.sh", "--python-version", "twelve"],
+                ["bash", "benchmarks/device/long_budget_gpu.sh", "--jobs", "nnUNet_3d:7",
+                 "--study", str(tmp_path / "s")],
+                ["bash", "benchmarks/device/long_budget_gpu.sh", "--device", "tpu", "--study", str(tmp_path / "s")],
+                ["bash", "benchmarks/device/long_budget_gpu.sh", "--jobs"],
                 [sys.executable, "benchmarks/device/device_check.py", "--out", str(tmp_path / "o"), "--cpu",
                  "--workdir", str(tmp_path / "o" / "work")]):
         res = _run(cmd)
         assert res.returncode == 2, (cmd, res.returncode, res.stderr)
         assert res.stderr.strip().startswith("error:") and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert not (tmp_path / "s").exists()  # long_budget_gpu.sh refused before creating its study folder
     if not torch.cuda.is_available():  # the GPU check on a machine without one
         res = _run([sys.executable, "benchmarks/device/device_check.py", "--out", str(tmp_path / "gpu")])
         assert res.returncode == 2 and "--cpu" in res.stderr, res.stderr
@@ -420,11 +426,7 @@ def test_device_kit_scripts_refuse_bad_input_with_one_line(tmp_path):
 
 
 def test_device_check_summary_and_cpu_nulls():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("device_check", REPO / "benchmarks" / "device" / "device_check.py")
-    dc = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(dc)
+    dc = load_benchmark("device/device_check")
     results = {"MfNS_De_2d": {"compile_off": {"train_s_per_iter": 0.3, "infer_s_per_volume": 4.0},
                               "compile_on": {"train_s_per_iter": 0.2, "first_iter_s": 60.0}},
                "nnUNet_2d": {"compile_off": {"train_s_per_iter": 0.1}, "compile_on": {"status": "skipped"}}}
